@@ -1,0 +1,3 @@
+from qntz.cli import entry
+
+entry()

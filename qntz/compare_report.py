@@ -1,0 +1,55 @@
+"""The compare report as Markdown: one table a person can read at a glance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MARK = {"pass": "✅ pass", "fail": "❌ FAIL", "error": "❌ ERROR", "not run": "⚠️ not run"}
+
+
+def _num(value: Any, fmt: str = ".3g") -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _latency(lat: dict[str, float] | None) -> str:
+    return "—" if not lat else f"{lat['median']:.2f} / {lat['p90']:.2f}"
+
+
+def markdown(report: dict[str, Any], name: str) -> str:
+    ref = report["reference"]
+    tol = report["tolerance"]
+    lines = [
+        f"# {name}: compare",
+        "",
+        f"**{'PASSED' if report['passed'] else 'FAILED'}** — reference: `{ref['id']}` "
+        f"({ref['runs']}), latency median / p90 {_latency(ref['latency_ms'])} ms.",
+        f"Default tolerance: atol {tol['atol']:g}, rtol {tol['rtol']:g}; "
+        f"{len(report['samples'])} inputs: {', '.join(report['samples'])}.",
+        "",
+        "| candidate | artifact | status | max abs | max rel | cosine (min) | "
+        "latency ms (median / p90) | speedup vs reference |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in report["candidates"]:
+        outs = c.get("outputs") or []
+        max_rel = max((o["max_rel"] for o in outs), default=None)
+        speed = f"{c['speedup']:.2f}x" if c.get("speedup") else "—"
+        lines.append(
+            f"| `{c['id']}` | {c['artifact']} | {MARK[c['status']]} | {_num(c.get('max_abs'))} | "
+            f"{_num(max_rel)} | {_num(c.get('cosine_min'), '.6f')} | "
+            f"{_latency(c.get('latency_ms'))} | {speed} |")
+    problems = [c for c in report["candidates"] if c["status"] != "pass"]
+    if problems:
+        lines += ["", "## Why", ""]
+        lines += [f"- **{c['id']}**: {c['reason']}" for c in problems]
+    lines += ["", "## Per output", "",
+              "| candidate | output | pass | max abs | max rel | cosine min / mean | atol | rtol "
+              "| worst input |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in report["candidates"]:
+        for o in c.get("outputs") or []:
+            lines.append(
+                f"| `{c['id']}` | {o['name']} | {'✅' if o['pass'] else '❌'} | "
+                f"{_num(o['max_abs'])} | {_num(o['max_rel'])} | {_num(o['cosine_min'], '.6f')} / "
+                f"{_num(o['cosine_mean'], '.6f')} | {o['atol']:g} | {o['rtol']:g} | "
+                f"{o['worst_sample'] or '—'} |")
+    return "\n".join(lines) + "\n"

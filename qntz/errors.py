@@ -1,0 +1,35 @@
+"""Errors a user can cause. Only the CLI catches them; bugs keep their tracebacks."""
+
+from __future__ import annotations
+
+
+class QntzError(Exception):
+    """A failure with a place (file, line, step) and a fix, printed on one line."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.where = where
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.message}" if self.where else self.message
+        return f"{text} (fix: {self.hint})" if self.hint else text
+
+
+class PipelineError(QntzError):
+    """The pipeline file or the command line is wrong: exit 2."""
+
+    exit_code = 2
+
+
+class StepFailed(QntzError):
+    """A step ran and failed (a model that cannot be captured, a failed build): exit 1."""
+
+    exit_code = 1
+
+
+class ComparisonFailed(StepFailed):
+    """A candidate disagreed with the reference beyond tolerance: exit 1."""

@@ -1,0 +1,134 @@
+"""The work of `compare`: reference outputs, candidate outputs, statistics and latency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from qntz.cache import Artifact
+from qntz.inputs import evaluation_samples, generate, opt_sizes
+from qntz.metrics import OutputStats, latency_ms
+from qntz.runners import NotRunnable, Runner, artifact_kind, onnx_runner, runner_for, torch_runner
+from qntz.steps.base import StepContext
+
+Samples = list[tuple[str, dict[str, np.ndarray]]]
+
+
+def evaluate(ctx: StepContext) -> dict[str, Any]:
+    params = ctx.params
+    samples = _samples(ctx)
+    reference, ref_label = _reference(ctx)
+    ctx.report(f"reference {ref_label} on {len(samples)} inputs")
+    expected = [reference(feed) for _, feed in samples]
+    timing_feed = _timing_feed(ctx)
+    ref_latency = _time(reference, timing_feed, params)
+    names = next((list(a.summary["outputs"]) for a in ctx.inputs.values()
+                  if "onnx" in a.provides and a.summary.get("outputs")), [])
+    candidates = []
+    for step_id, artifact in ctx.inputs.items():
+        if step_id == (params["reference"] or _load_id(ctx)) or artifact_kind(artifact) is None:
+            continue
+        ctx.report(f"candidate {step_id}")
+        row = _candidate(ctx, artifact, samples, expected, timing_feed, names)
+        if row.get("latency_ms") and ref_latency:
+            row["speedup"] = ref_latency["median"] / row["latency_ms"]["median"]
+        candidates.append(row)
+    return {"reference": {"id": params["reference"] or _load_id(ctx), "runs": ref_label,
+                          "latency_ms": ref_latency},
+            "samples": [label for label, _ in samples],
+            "tolerance": {"atol": params["atol"], "rtol": params["rtol"]},
+            "candidates": candidates,
+            "passed": all(c["status"] in ("pass", "not run") for c in candidates)}
+
+
+def _load_id(ctx: StepContext) -> str:
+    return next(sid for sid, a in ctx.inputs.items() if "model" in a.provides)
+
+
+def _samples(ctx: StepContext) -> Samples:
+    inputs, params = ctx.pipeline.inputs, ctx.params
+    if not params["sizes"]:
+        return evaluation_samples(inputs, params["samples"], params["seed"])
+    rng = np.random.default_rng(params["seed"])
+    out: Samples = []
+    for sizes in params["sizes"]:
+        full = {**opt_sizes(inputs), **sizes}
+        label = ",".join(f"{d}={v}" for d, v in full.items())
+        for draw in range(params["samples"]):
+            out.append((f"{label} random#{draw}",
+                        {n: generate(s, full, rng) for n, s in inputs.items()}))
+    return out
+
+
+def _timing_feed(ctx: StepContext) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(ctx.params["seed"] + 1)
+    sizes = opt_sizes(ctx.pipeline.inputs)
+    return {n: generate(s, sizes, rng) for n, s in ctx.pipeline.inputs.items()}
+
+
+def _reference(ctx: StepContext) -> tuple[Runner, str]:
+    chosen = ctx.params["reference"]
+    if chosen is not None:
+        runner, _ = runner_for(ctx.inputs[chosen], ctx.pipeline.inputs)
+        return runner, f"{chosen} ({artifact_kind(ctx.inputs[chosen])})"
+    load = ctx.inputs[_load_id(ctx)]
+    if "onnx" in load.provides:
+        runner, _ = onnx_runner(load.file("model.onnx"))
+        return runner, "the source ONNX model on ONNX Runtime"
+    return torch_runner(ctx.live_model(), ctx.pipeline.inputs), "PyTorch eager"
+
+
+def _time(runner: Runner, feed: dict[str, np.ndarray], params: dict[str, Any]) -> Any:
+    if not params["iterations"]:
+        return None
+    return latency_ms(lambda: runner(feed), params["iterations"], params["warmup"])
+
+
+def _tolerance(ctx: StepContext, step_id: str, output: str) -> tuple[float, float]:
+    params = ctx.params
+    tol = {"atol": params["atol"], "rtol": params["rtol"]}
+    tol.update(params["tolerances"].get(step_id, {}))
+    tol.update(params["outputs"].get(output, {}))
+    return tol["atol"], tol["rtol"]
+
+
+def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
+               expected: list[list[np.ndarray]], timing_feed: dict[str, np.ndarray],
+               default_names: list[str]) -> dict[str, Any]:
+    step_id, kind = artifact.step_id, artifact_kind(artifact)
+    row: dict[str, Any] = {"id": step_id, "artifact": kind}
+    try:
+        runner, names = runner_for(artifact, ctx.pipeline.inputs)
+        names = names or default_names
+    except NotRunnable as exc:
+        return {**row, "status": "not run", "reason": f"{step_id} ({kind}) not run: {exc}"}
+    stats: list[OutputStats] = []
+    for (label, feed), want in zip(samples, expected):
+        try:
+            got = runner(feed)
+        except Exception as exc:  # a candidate that crashes is a finding, not a qntz bug
+            message = " ".join(str(exc).split())[:240]
+            return {**row, "status": "error",
+                    "reason": f"{step_id} ({kind}) failed to run on {label}: "
+                              f"{type(exc).__name__}: {message}"}
+        if len(got) != len(want):
+            return {**row, "status": "fail", "reason": f"{step_id} ({kind}) returned "
+                    f"{len(got)} outputs, the reference {len(want)}"}
+        if not stats:
+            names = names if len(names) == len(want) else [f"output_{i}" for i in range(len(want))]
+            stats = [OutputStats(n, *_tolerance(ctx, step_id, n)) for n in names]
+        for stat, g, w in zip(stats, got, want):
+            stat.add(label, np.asarray(g), np.asarray(w))
+    row["outputs"] = [s.as_dict() for s in stats]
+    row["max_abs"] = max((s.max_abs for s in stats), default=0.0)
+    row["cosine_min"] = min((s.cosine_min for s in stats), default=1.0)
+    row["latency_ms"] = _time(runner, timing_feed, ctx.params)
+    bad = [s for s in stats if not s]
+    if not bad:
+        return {**row, "status": "pass", "reason": ""}
+    s = bad[0]
+    detail = s.problem or (f"max abs {s.max_abs:.3g}, max rel {s.max_rel:.3g}, cosine "
+                           f"{s.cosine_min:.4f} (atol {s.atol:g}, rtol {s.rtol:g}), worst on "
+                           f"'{s.worst_sample}', {s.failures}/{s.samples} inputs outside")
+    return {**row, "status": "fail", "reason": f"{step_id} ({kind}) output '{s.name}': {detail}"}

@@ -1,0 +1,145 @@
+"""The model's inputs: shapes with named dynamic dims, dtypes, and generated sample data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from qntz.errors import PipelineError
+
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool")
+CAPTURE_SEED = 0
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+    dims: dict[str, tuple[int, int, int]]  # every named dim of this input: (min, opt, max)
+    range: tuple[float, float]
+
+    def concrete(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+
+def parse_inputs(section: dict[str, Any], where: Callable[..., str]) -> dict[str, InputSpec]:
+    """Validate the `inputs` section beyond its schema: every named dim needs a range."""
+    ranges: dict[str, tuple[int, int, int]] = {}
+    for name, spec in section.items():
+        for dim, bounds in (spec.get("dynamic") or {}).items():
+            low, opt, high = bounds
+            if not 1 <= low <= opt <= high:
+                raise PipelineError(
+                    f"input '{name}': dynamic dim '{dim}' range {bounds} is not min <= opt <= max",
+                    where=where("inputs", name, "dynamic", dim),
+                    hint="write [min, opt, max] with 1 <= min <= opt <= max")
+            if dim in ranges and ranges[dim] != (low, opt, high):
+                raise PipelineError(
+                    f"input '{name}': dim '{dim}' has two different ranges",
+                    where=where("inputs", name, "dynamic", dim), hint="give it one range")
+            ranges[dim] = (low, opt, high)
+    return {name: _parse_one(name, spec, ranges, where) for name, spec in section.items()}
+
+
+def _parse_one(name: str, spec: dict[str, Any], ranges: dict[str, tuple[int, int, int]],
+               where: Callable[..., str]) -> InputSpec:
+    dims: dict[str, tuple[int, int, int]] = {}
+    for axis, dim in enumerate(spec["shape"]):
+        if isinstance(dim, str):
+            if dim not in ranges:
+                raise PipelineError(
+                    f"input '{name}': named dimension '{dim}' has no range",
+                    where=where("inputs", name, "shape", axis),
+                    hint=f"add `dynamic: {{{dim}: [min, opt, max]}}` to input '{name}'")
+            dims[dim] = ranges[dim]
+    dtype = spec.get("dtype", "float32")
+    default_range = (0.0, 1.0) if dtype.startswith(("float", "bfloat")) else (0, 10)
+    low, high = spec.get("range", default_range)
+    if not low < high:
+        raise PipelineError(f"input '{name}': range [{low}, {high}] is empty",
+                            where=where("inputs", name, "range"), hint="write [low, high]")
+    return InputSpec(name, tuple(spec["shape"]), dtype, dims, (low, high))
+
+
+def all_dims(inputs: dict[str, InputSpec]) -> dict[str, tuple[int, int, int]]:
+    return {d: r for spec in inputs.values() for d, r in spec.dims.items()}
+
+
+def opt_sizes(inputs: dict[str, InputSpec]) -> dict[str, int]:
+    return {d: r[1] for d, r in all_dims(inputs).items()}
+
+
+def generate(spec: InputSpec, sizes: dict[str, int], rng: np.random.Generator,
+             fill: str = "random") -> np.ndarray:
+    """Sample data for one input. `fill` is random, low or high (the range's ends)."""
+    shape = spec.concrete(sizes)
+    low, high = spec.range
+    np_dtype = np.float32 if spec.dtype == "bfloat16" else np.dtype(spec.dtype)
+    if spec.dtype == "bool":
+        values = rng.random(shape) < 0.5 if fill == "random" else np.full(shape, fill == "high")
+        return values
+    if fill != "random":
+        value = low if fill == "low" else high
+        if not np.issubdtype(np_dtype, np.floating):
+            value = int(low) if fill == "low" else int(high) - 1
+        return np.full(shape, value, dtype=np_dtype)
+    if np.issubdtype(np_dtype, np.floating):
+        return rng.uniform(low, high, size=shape).astype(np_dtype)
+    return rng.integers(int(low), int(high), size=shape).astype(np_dtype)
+
+
+def capture_example(inputs: dict[str, InputSpec]) -> dict[str, np.ndarray]:
+    """The example a model is captured with: opt sizes, seeded values."""
+    rng = np.random.default_rng(CAPTURE_SEED)
+    sizes = opt_sizes(inputs)
+    return {name: generate(spec, sizes, rng) for name, spec in inputs.items()}
+
+
+def size_variants(inputs: dict[str, InputSpec]) -> list[dict[str, int]]:
+    """Sizes across the dynamic range: min, max and a point between, never only opt."""
+    dims = all_dims(inputs)
+    if not dims:
+        return [{}]
+    variants = [{d: r[0] for d, r in dims.items()}, {d: r[2] for d, r in dims.items()}]
+    middle = {d: _between(r) for d, r in dims.items()}
+    variants.append(middle)
+    unique: list[dict[str, int]] = []
+    for v in variants:
+        if v not in unique:
+            unique.append(v)
+    return unique
+
+
+def _between(bounds: tuple[int, int, int]) -> int:
+    low, opt, high = bounds
+    candidates = [v for v in range(low, high + 1) if v not in (low, opt, high)]
+    return candidates[len(candidates) // 2] if candidates else opt
+
+
+def evaluation_samples(inputs: dict[str, InputSpec], samples: int,
+                       seed: int = 1000) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Labelled inputs for comparisons: other values and other sizes than the capture example.
+
+    Every size variant gets `samples` random draws; the extreme values (the range's low and
+    high ends) are added at the first size, since data-dependent branches hide there.
+    """
+    rng = np.random.default_rng(seed)
+    out: list[tuple[str, dict[str, np.ndarray]]] = []
+    for index, sizes in enumerate(size_variants(inputs)):
+        label = ",".join(f"{d}={v}" for d, v in sizes.items()) or "static"
+        for draw in range(samples):
+            out.append((f"{label} random#{draw}",
+                        {n: generate(s, sizes, rng) for n, s in inputs.items()}))
+        if index == 0:
+            for fill in ("low", "high"):
+                out.append((f"{label} {fill}",
+                            {n: generate(s, sizes, rng, fill) for n, s in inputs.items()}))
+    return out

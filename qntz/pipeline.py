@@ -1,0 +1,231 @@
+"""Pipeline files (format version 1): parse, validate as a whole, and resolve the DAG."""
+
+from __future__ import annotations
+
+import difflib
+import graphlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from qntz.errors import PipelineError
+from qntz.inputs import InputSpec, parse_inputs
+from qntz.schema import top_level_schema
+from qntz.steps import KINDS
+from qntz.yamlfile import Location, PathKey, load_yaml, locate
+
+LOAD_ID = "load"
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    id: str
+    kind: str
+    needs: tuple[str, ...]
+    given: dict[str, Any]  # parameters as written
+    params: dict[str, Any]  # with defaults filled in: what is hashed
+    at: tuple[str, ...] = ()  # where it is written in the file
+
+
+@dataclass
+class Pipeline:
+    path: Path
+    name: str
+    inputs: dict[str, InputSpec]
+    data: dict[str, dict[str, Any]]
+    steps: dict[str, StepSpec]  # in run order
+    marks: dict[PathKey, Location] = field(repr=False, default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        """The folder the pipeline file is in: relative paths in it start here."""
+        return self.path.parent
+
+    def where(self, *path: Any) -> str:
+        loc = locate(self.marks, path)
+        return f"{self.path}:{loc[0]}:{loc[1]}" if loc else str(self.path)
+
+    def order(self, only: list[str] | None = None) -> list[str]:
+        """Step ids in an order that respects `needs`; with `only`, those and their ancestors."""
+        wanted = set(self.steps) if not only else self.ancestors(only)
+        sorter = graphlib.TopologicalSorter(
+            {sid: self.steps[sid].needs for sid in self.steps if sid in wanted})
+        rank = {sid: i for i, sid in enumerate(self.steps)}
+        ordered: list[str] = []
+        sorter.prepare()
+        while sorter.is_active():
+            ready = sorted(sorter.get_ready(), key=rank.__getitem__)
+            ordered.extend(ready)
+            sorter.done(*ready)
+        return ordered
+
+    def ancestors(self, ids: list[str]) -> set[str]:
+        seen: set[str] = set()
+        stack = list(ids)
+        while stack:
+            sid = stack.pop()
+            if sid not in seen:
+                seen.add(sid)
+                stack.extend(self.steps[sid].needs)
+        return seen
+
+
+def did_you_mean(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    """Read and validate a whole pipeline file; raise PipelineError at the first problem."""
+    path = Path(path)
+    doc, marks = load_yaml(path)
+    if not isinstance(doc, dict):
+        raise PipelineError("a pipeline file must be a YAML mapping", where=f"{path}:1:1",
+                            hint="start from pipelines/quickstart.yaml")
+    _check_schema(doc, top_level_schema(), path, marks, ())
+    pipeline = Pipeline(path=path, name=doc["name"], inputs={}, data=doc.get("data") or {},
+                        steps={}, marks=marks)
+    pipeline.inputs = parse_inputs(doc.get("inputs") or {}, pipeline.where)
+    pipeline.steps = _parse_steps(doc, pipeline)
+    _check_graph(pipeline)
+    _check_step_inputs(pipeline)
+    return pipeline
+
+
+def _raw_steps(doc: dict[str, Any], pipeline: Pipeline) -> list[tuple[str, dict[str, Any]]]:
+    raw = [(sid, dict(body or {})) for sid, body in doc["steps"].items()]
+    explicit_load = any(body.get("uses", sid) == "load" for sid, body in raw)
+    if "model" in doc:
+        if explicit_load:
+            raise PipelineError("both a `model:` section and a `load` step", where=pipeline.where(
+                "model"), hint="keep one of them")
+        return [(LOAD_ID, dict(doc["model"])), *raw]
+    if not explicit_load:
+        raise PipelineError("no model to load", where=pipeline.where(),
+                            hint="add a `model:` section (factory, torchscript or onnx)")
+    return raw
+
+
+def _parse_steps(doc: dict[str, Any], pipeline: Pipeline) -> dict[str, StepSpec]:
+    steps: dict[str, StepSpec] = {}
+    previous: str | None = None
+    for sid, body in _raw_steps(doc, pipeline):
+        at = ("model",) if sid == LOAD_ID and "model" in doc else ("steps", sid)
+        kind_name = body.get("uses", "load" if at == ("model",) else sid)
+        kind = KINDS.get(kind_name) if isinstance(kind_name, str) else None
+        if kind is None:
+            field_at = (*at, "uses") if "uses" in body else (*at, "<key>")
+            raise PipelineError(
+                f"step '{sid}': unknown step kind '{kind_name}'"
+                f"{did_you_mean(str(kind_name), list(KINDS))}",
+                where=pipeline.where(*field_at),
+                hint="set `uses:` to one of " + ", ".join(KINDS) + " (see `qntz steps`)")
+        _check_schema(body, kind.schema(), pipeline.path, pipeline.marks, at, sid, kind_name)
+        needs = body.pop("needs", None)
+        body.pop("uses", None)
+        if needs is None:
+            needs = [previous] if previous else []
+        needs = [needs] if isinstance(needs, str) else list(needs)
+        if kind.consumes_model and LOAD_ID not in needs and sid != LOAD_ID:
+            needs.append(_load_id(steps, doc))
+        steps[sid] = StepSpec(sid, kind_name, tuple(dict.fromkeys(needs)), body,
+                              kind.with_defaults(body), at)
+        kind.check(steps[sid], pipeline)
+        previous = sid
+    return steps
+
+
+def _load_id(steps: dict[str, StepSpec], doc: dict[str, Any]) -> str:
+    for sid, spec in steps.items():
+        if spec.kind == "load":
+            return sid
+    return LOAD_ID
+
+
+def _check_graph(pipeline: Pipeline) -> None:
+    for sid, spec in pipeline.steps.items():
+        for need in spec.needs:
+            if need not in pipeline.steps:
+                raise PipelineError(
+                    f"step '{sid}' needs '{need}', which is not a step"
+                    f"{did_you_mean(need, list(pipeline.steps))}",
+                    where=pipeline.where("steps", sid, "needs"),
+                    hint="name a step defined under `steps:`")
+            if need == sid:
+                raise PipelineError(f"step '{sid}' needs itself",
+                                    where=pipeline.where("steps", sid, "needs"),
+                                    hint="remove it from its own `needs`")
+    graph = {sid: spec.needs for sid, spec in pipeline.steps.items()}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1]
+        raise PipelineError(
+            "steps form a cycle: " + " -> ".join(reversed(cycle)),
+            where=pipeline.where("steps", cycle[0], "needs"),
+            hint="remove one of these `needs` so the steps can be ordered") from None
+
+
+def _check_step_inputs(pipeline: Pipeline) -> None:
+    for sid, spec in pipeline.steps.items():
+        kind = KINDS[spec.kind]
+        wanted = getattr(kind, "consumes", ())
+        if not wanted:
+            continue
+        offered = {p for need in spec.needs for p in provided_by(pipeline.steps[need])}
+        if not offered & set(wanted):
+            raise PipelineError(
+                f"step '{sid}' ({spec.kind}) consumes {' or '.join(wanted)}, "
+                f"but its needs ({', '.join(spec.needs) or 'none'}) provide "
+                f"{', '.join(sorted(offered)) or 'nothing'}",
+                where=pipeline.where("steps", sid),
+                hint=f"set `needs:` to a step that produces {wanted[0]}")
+
+
+def provided_by(spec: StepSpec) -> tuple[str, ...]:
+    kind = KINDS[spec.kind]
+    provides_for = getattr(kind, "provides_for", None)
+    return tuple(provides_for(spec.params)) if provides_for else kind.provides
+
+
+def _check_schema(value: Any, schema: dict[str, Any], path: Path,
+                  marks: dict[PathKey, Location], at: PathKey,
+                  step_id: str | None = None, kind: str | None = None) -> None:
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(value), key=lambda e: (len(e.absolute_path), e.path))
+    if not errors:
+        return
+    error = errors[0]
+    where_path = (*at, *error.absolute_path)
+    message, hint, where_path = _explain(error, where_path, step_id, kind)
+    loc = locate(marks, where_path)
+    where = f"{path}:{loc[0]}:{loc[1]}" if loc else str(path)
+    raise PipelineError(message, where=where, hint=hint)
+
+
+def _explain(error: jsonschema.ValidationError, at: PathKey, step_id: str | None,
+             kind: str | None) -> tuple[str, str | None, PathKey]:
+    owner = f"step '{step_id}' ({kind})" if step_id else "pipeline"
+    field_name = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed]
+        name = extra[0] if extra else "?"
+        return (f"{owner}: unknown parameter '{name}'{did_you_mean(name, allowed)}",
+                "use one of: " + ", ".join(a for a in allowed if a not in ("uses", "needs"))
+                + (" (see `qntz steps`)" if step_id else ""), (*at, name, "<key>"))
+    if error.validator == "required":
+        return f"{owner}: {error.message}", "add it", at
+    if error.validator == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return (f"{owner}: '{field_name}' must be {expected}, got {error.instance!r}",
+                f"write {field_name} as {expected}", at)
+    if error.validator == "enum":
+        options = ", ".join(map(str, error.validator_value))
+        return (f"{owner}: '{field_name}' is {error.instance!r}"
+                f"{did_you_mean(str(error.instance), [str(v) for v in error.validator_value])}",
+                f"use one of: {options}", at)
+    return f"{owner}: '{field_name}': {error.message}", None, at

@@ -1,0 +1,100 @@
+"""The pipeline file's JSON Schema: the top level here, each step kind's from its class.
+
+`full_schema()` is what `schemas/pipeline.schema.json` publishes for editors; a test keeps
+the file and this code in agreement (`qntz schema > schemas/pipeline.schema.json`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qntz.inputs import DTYPES
+
+DIM = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "minLength": 1}]}
+
+INPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["shape"],
+    "properties": {
+        "shape": {"type": "array", "items": DIM,
+                  "description": "ints, or names for dynamic dims"},
+        "dtype": {"enum": list(DTYPES), "default": "float32"},
+        "dynamic": {
+            "type": "object",
+            "description": "min, opt, max of each named dim",
+            "additionalProperties": {"type": "array", "items": {"type": "integer"},
+                                     "minItems": 3, "maxItems": 3},
+        },
+        "range": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
+                  "description": "value range for generated data"},
+    },
+}
+
+DATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["from"],
+    "properties": {
+        "from": {"enum": ["generate", "npz", "npy", "images", "callable"]},
+        "path": {"type": "string"},
+        "function": {"type": "string", "pattern": r"^[\w.]+:[\w.]+$"},
+        "samples": {"type": "integer", "minimum": 1},
+        "batch": {"type": "integer", "minimum": 1},
+        "size": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+        "mean": {"type": "array", "items": {"type": "number"}},
+        "std": {"type": "array", "items": {"type": "number"}},
+        "input": {"type": "string"},
+    },
+    "additionalProperties": False,
+}
+
+
+def top_level_schema(steps: dict[str, Any] | None = None,
+                     model: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "qntz pipeline (format 1)",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["qntz", "name", "inputs", "steps"],
+        "properties": {
+            "qntz": {"const": 1, "description": "format version"},
+            "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                     "description": "names the output folder out/<name>/"},
+            "model": model or {"type": "object"},
+            "inputs": {"type": "object", "minProperties": 1,
+                       "additionalProperties": INPUT_SCHEMA},
+            "data": {"type": "object", "additionalProperties": DATA_SCHEMA},
+            "steps": steps or {"type": "object", "minProperties": 1,
+                               "additionalProperties": {"type": ["object", "null"]}},
+        },
+    }
+
+
+def full_schema() -> dict[str, Any]:
+    """One schema for editors: a step whose id is a kind gets that kind's parameters."""
+    from qntz.steps import KINDS
+
+    defs = {f"step.{name}": kind.schema() for name, kind in KINDS.items()}
+    by_uses = [
+        {"if": {"required": ["uses"], "properties": {"uses": {"const": name}}},
+         "then": {"$ref": f"#/$defs/step.{name}"}}
+        for name in KINDS
+    ]
+    any_step = {"type": ["object", "null"], "allOf": by_uses,
+                "properties": {"uses": {"enum": list(KINDS)}}}
+    steps = {
+        "type": "object", "minProperties": 1,
+        "properties": {
+            name: {"if": {"not": {"required": ["uses"]}},
+                   "then": {"anyOf": [{"type": "null"}, {"$ref": f"#/$defs/step.{name}"}]},
+                   "else": any_step}
+            for name in KINDS if name != "load"
+        },
+        "additionalProperties": {**any_step, "required": ["uses"]},
+    }
+    load = {**defs["step.load"], "properties": {
+        k: v for k, v in defs["step.load"]["properties"].items() if k not in ("uses", "needs")}}
+    schema = top_level_schema(steps, load)
+    schema["$defs"] = defs
+    return schema

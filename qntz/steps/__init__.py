@@ -1,0 +1,17 @@
+"""The registry of step kinds. Kind modules import heavy libraries only inside `run`."""
+
+from __future__ import annotations
+
+from qntz.steps.base import Step, StepContext
+from qntz.steps.capture import Export, Script, Trace
+from qntz.steps.compare import Compare
+from qntz.steps.load import Load
+from qntz.steps.onnx_export import OnnxExport
+from qntz.steps.simplify import Simplify
+
+KINDS: dict[str, type[Step]] = {
+    kind.kind: kind
+    for kind in (Load, Trace, Script, Export, OnnxExport, Simplify, Compare)
+}
+
+__all__ = ["KINDS", "Step", "StepContext"]

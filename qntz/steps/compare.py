@@ -1,0 +1,74 @@
+"""`compare`: every candidate against the reference, on inputs unlike the capture example."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from qntz.errors import PipelineError
+from qntz.steps.base import Step, StepContext
+
+if TYPE_CHECKING:
+    from qntz.pipeline import Pipeline, StepSpec
+
+TOLERANCE = {"type": "object", "additionalProperties": False,
+             "properties": {"atol": {"type": "number", "minimum": 0},
+                            "rtol": {"type": "number", "minimum": 0}}}
+
+
+class Compare(Step):
+    kind = "compare"
+    version = 1
+    help = "run the reference and every candidate on fresh inputs; fail beyond tolerance"
+    params = {
+        "reference": {"type": ["string", "null"], "default": None,
+                      "description": "step whose model is the reference (default: the model)"},
+        "atol": {"type": "number", "minimum": 0, "default": 1e-4},
+        "rtol": {"type": "number", "minimum": 0, "default": 1e-3},
+        "tolerances": {"type": "object", "default": {}, "additionalProperties": TOLERANCE,
+                       "description": "per candidate step id: {atol, rtol}"},
+        "outputs": {"type": "object", "default": {}, "additionalProperties": TOLERANCE,
+                    "description": "per output name: {atol, rtol}"},
+        "samples": {"type": "integer", "minimum": 1, "default": 2,
+                    "description": "random draws per size variant"},
+        "sizes": {"type": ["array", "null"], "default": None,
+                  "items": {"type": "object", "additionalProperties": {"type": "integer"}},
+                  "description": "dim sizes to test, e.g. [{batch: 1}, {batch: 16}]"},
+        "seed": {"type": "integer", "default": 1000},
+        "iterations": {"type": "integer", "minimum": 0, "default": 20,
+                       "description": "timed runs per model for latency (0: no timing)"},
+        "warmup": {"type": "integer", "minimum": 0, "default": 3},
+    }
+    libraries = ("torch", "onnxruntime", "numpy")
+    consumes_model = True
+    consumes = ("torchscript", "exported_program", "onnx", "engine")
+
+    @classmethod
+    def check(cls, step: StepSpec, pipeline: Pipeline) -> None:
+        for name in step.params["tolerances"]:
+            if name not in step.needs:
+                raise PipelineError(
+                    f"step '{step.id}': tolerances name '{name}', which it does not compare",
+                    where=pipeline.where(*step.at, "tolerances", name),
+                    hint=f"use one of its needs: {', '.join(step.needs)}")
+        ref = step.params["reference"]
+        if ref is not None and ref not in step.needs:
+            raise PipelineError(f"step '{step.id}': reference '{ref}' is not in its needs",
+                                where=pipeline.where(*step.at, "reference"),
+                                hint=f"add '{ref}' to `needs`")
+
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        from qntz.compare_report import markdown
+        from qntz.evaluate import evaluate
+
+        report = evaluate(ctx)
+        (ctx.out / "report.json").write_text(json.dumps(report, indent=1))
+        (ctx.out / "report.md").write_text(markdown(report, ctx.pipeline.name))
+        failed = [c for c in report["candidates"] if c["status"] in ("fail", "error")]
+        summary: dict[str, Any] = {"passed": not failed, "candidates": [
+            {k: c.get(k) for k in ("id", "artifact", "status", "reason", "latency_ms", "speedup",
+                                   "max_abs", "cosine_min")} for c in report["candidates"]],
+            "reference": report["reference"]}
+        if failed:
+            summary["failed"] = "; ".join(c["reason"] for c in failed)
+        return summary

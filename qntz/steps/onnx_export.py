@@ -1,0 +1,111 @@
+"""`onnx`: export the captured model to ONNX at an opset, with dynamic axes from `inputs`."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+from qntz.errors import PipelineError
+from qntz.steps.base import Step, StepContext
+from qntz.steps.capture import _first_line
+
+
+class OnnxExport(Step):
+    kind = "onnx"
+    version = 1
+    help = "export to ONNX; exporter auto = dynamo for an ExportedProgram, torchscript otherwise"
+    params = {
+        "opset": {"type": "integer", "minimum": 7, "maximum": 23, "default": 17},
+        "exporter": {"enum": ["auto", "torchscript", "dynamo"], "default": "auto"},
+        "output_names": {"type": ["array", "null"], "items": {"type": "string"}, "default": None,
+                         "description": "default: output, or output_0, output_1, ..."},
+        "dynamic": {"type": "boolean", "default": True,
+                    "description": "keep the named dims of `inputs` dynamic"},
+    }
+    libraries = ("torch", "onnx", "onnxscript")
+    consumes = ("exported_program", "torchscript", "model")
+    provides = ("onnx",)
+
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        import onnx
+
+        from qntz.onnxinfo import describe
+
+        source = _pick_source(ctx)
+        exporter = ctx.params["exporter"]
+        if exporter == "auto":
+            exporter = "dynamo" if "exported_program" in source.provides else "torchscript"
+        if exporter == "torchscript" and "exported_program" in source.provides:
+            raise PipelineError("an ExportedProgram can only be exported with `exporter: dynamo`",
+                                where=ctx.where, hint="set exporter: dynamo (or auto)")
+        path = ctx.out / "model.onnx"
+        try:
+            with _quiet():
+                _export(ctx, source, exporter, path)
+            onnx.checker.check_model(str(path), full_check=False)
+        except PipelineError:
+            raise
+        except Exception as exc:
+            raise ctx.fail(f"ONNX export ({exporter}, opset {ctx.params['opset']}) failed: "
+                           f"{_first_line(exc)}",
+                           hint="try another opset or `exporter:`, or run preflight to find "
+                           "the operator") from exc
+        return {"exporter": exporter, **describe(path)}
+
+
+def _pick_source(ctx: StepContext) -> Any:
+    for what in ("exported_program", "torchscript", "model"):
+        found = [a for a in ctx.inputs.values() if what in a.provides]
+        if found:
+            return found[-1]
+    return ctx.input_providing("model")
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """The exporters print progress and log registry noise; qntz shows its own progress."""
+    from qntz.torchio import quiet_torch
+
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with quiet_torch(), contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _export(ctx: StepContext, source: Any, exporter: str, path: Path) -> None:
+    import torch
+
+    from qntz.inputs import capture_example
+    from qntz.torchio import dynamic_shapes, flatten_outputs, to_torch
+
+    inputs = ctx.pipeline.inputs
+    args = to_torch(capture_example(inputs), inputs)
+    if "exported_program" in source.provides:
+        model: Any = torch.export.load(str(source.file("model.pt2")))
+    elif "torchscript" in source.provides:
+        model = torch.jit.load(str(source.file("model.pt")))
+    else:
+        model = ctx.live_model()
+    with torch.no_grad():
+        runnable = model.module() if hasattr(model, "graph_signature") else model
+        count = len(flatten_outputs(runnable(*args)))
+    names = ctx.params["output_names"] or (
+        ["output"] if count == 1 else [f"output_{i}" for i in range(count)])
+    common = {"opset_version": ctx.params["opset"], "input_names": list(inputs),
+              "output_names": names}
+    dynamic = ctx.params["dynamic"]
+    if exporter == "torchscript":
+        axes = {n: s.dynamic_axes for n, s in inputs.items() if s.dynamic_axes} if dynamic else None
+        torch.onnx.export(model, args, str(path), dynamo=False, dynamic_axes=axes, **common)
+    else:
+        is_program = hasattr(model, "graph_signature")
+        shapes = dynamic_shapes(inputs) if dynamic and not is_program else None
+        torch.onnx.export(model, args, str(path), dynamo=True, dynamic_shapes=shapes,
+                          external_data=False, verbose=False, **common)

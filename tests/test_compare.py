@@ -1,0 +1,104 @@
+"""compare: wrong conversions fail the run, with the candidate and its numbers named."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import pipeline_text
+
+TRACE_AND_COMPARE = """
+capture: {uses: trace}
+onnx: {opset: 17}
+compare: {needs: [capture, onnx]}
+"""
+
+
+def report(ws) -> dict:
+    return json.loads((ws.root / "out" / "t" / "compare" / "report.json").read_text())
+
+
+def test_traced_data_dependent_if_fails_compare(ws):
+    ws.pipeline(pipeline_text("models.hazards:DataDependentIf", TRACE_AND_COMPARE))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 1
+    assert "capture (torchscript) output 'output_0'" in result.err
+    assert "max abs" in result.err and "low" in result.err
+    rows = {c["id"]: c for c in report(ws)["candidates"]}
+    assert rows["capture"]["status"] == rows["onnx"]["status"] == "fail"
+    # a cached failure is still a failure
+    again = ws.qntz("run", "pipeline.yaml")
+    assert again.code == 1 and "cached" in again.out
+
+
+def test_scripted_data_dependent_if_passes(ws):
+    ws.pipeline(pipeline_text("models.hazards:DataDependentIf", """
+    capture: {uses: script}
+    compare: {needs: [capture]}
+    """))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.err
+    assert report(ws)["candidates"][0]["status"] == "pass"
+
+
+def test_baked_batch_size_fails_at_other_batch_sizes(ws):
+    ws.pipeline(pipeline_text("models.hazards:BakedBatch", TRACE_AND_COMPARE))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 1
+    rows = {c["id"]: c for c in report(ws)["candidates"]}
+    assert rows["capture"]["status"] in ("fail", "error")
+    assert "batch=" in rows["capture"]["reason"]
+
+
+def test_export_with_dict_outputs_and_tolerance_per_output(ws):
+    ws.pipeline(pipeline_text("models.clean:TwoOutputs", """
+    capture: {uses: export}
+    onnx: {exporter: dynamo, opset: 18}
+    compare:
+      needs: [capture, onnx]
+      outputs: {score: {atol: 0.01}}
+      sizes: [{batch: 1}, {batch: 3}]
+    """, shape="[batch, 32]"))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.err
+    rows = {c["id"]: c for c in report(ws)["candidates"]}
+    onnx_outputs = {o["name"]: o for o in rows["onnx"]["outputs"]}
+    assert set(onnx_outputs) == {"output_0", "output_1"}
+    assert rows["onnx"]["status"] == "pass"
+    assert {s.split()[0] for s in report(ws)["samples"]} == {"batch=1", "batch=3"}
+
+
+def test_tight_tolerance_fails_and_is_reported(ws):
+    ws.pipeline(pipeline_text("models.clean:SmallCNN", """
+    capture: {uses: trace}
+    onnx: {}
+    compare: {needs: [capture, onnx], tolerances: {onnx: {atol: 0.0, rtol: 0.0}}}
+    """))
+    result = ws.qntz("run", "pipeline.yaml")
+    md = (ws.root / "out" / "t" / "compare" / "report.md").read_text()
+    if result.code == 0:  # bit-exact on this machine: then the row must say so
+        assert report(ws)["candidates"][1]["max_abs"] == 0.0
+    else:
+        assert "❌ FAIL" in md and "onnx (onnx)" in result.err
+
+
+def test_onnx_source_pipeline_uses_onnx_reference(ws):
+    ws.pipeline(pipeline_text("models.clean:SmallCNN", "capture: {uses: trace}\nonnx: {}"),
+                "first.yaml")
+    assert ws.qntz("run", "first.yaml").code == 0
+    (ws.root / "model.onnx").write_bytes(
+        (ws.root / "out" / "t" / "onnx" / "model.onnx").read_bytes())
+    ws.pipeline("""
+    qntz: 1
+    name: from-onnx
+    model: {onnx: model.onnx}
+    inputs:
+      x: {shape: [batch, 3, 16, 16], dynamic: {batch: [1, 2, 4]}}
+    steps:
+      simplify: {}
+      compare: {needs: [simplify]}
+    """)
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.err
+    data = json.loads((ws.root / "out" / "from-onnx" / "compare" / "report.json").read_text())
+    assert "ONNX" in data["reference"]["runs"]
+    assert data["candidates"][0]["status"] == "pass"

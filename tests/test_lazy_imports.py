@@ -1,0 +1,46 @@
+"""`--help`, `validate`, `status` and a fully cached `run` never import torch."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+from conftest import REPO
+
+PROBE = (
+    "import sys\n"
+    "from qntz.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "heavy = sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt_rtx') "
+    "if m in sys.modules)\n"
+    "print('HEAVY', ','.join(heavy))\n"
+    "sys.exit(code)\n"
+)
+
+
+def imported(ws, *args: str) -> tuple[int, str]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=ws.root, capture_output=True,
+                          text=True)
+    heavy = next(ln for ln in proc.stdout.splitlines() if ln.startswith("HEAVY"))
+    return proc.returncode, heavy.removeprefix("HEAVY").strip()
+
+
+def test_light_commands_do_not_import_torch(ws):
+    shutil.copytree(REPO / "pipelines", ws.root / "pipelines",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    quickstart = "pipelines/quickstart.yaml"
+    assert imported(ws, "validate", quickstart) == (0, "")
+    assert imported(ws, "status", quickstart) == (0, "")
+    assert imported(ws, "steps") == (0, "")
+    code, heavy = imported(ws, "run", quickstart)
+    assert code == 0 and "torch" in heavy  # the first run does the work
+    assert imported(ws, "run", quickstart) == (0, "")
+    assert imported(ws, "status", quickstart, "--json") == (0, "")
+
+
+def test_help_does_not_import_torch():
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "qntz", "--help"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "run" in proc.stdout
+    assert "| torch" not in proc.stderr

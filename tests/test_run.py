@@ -1,0 +1,111 @@
+"""The quickstart end to end, and what a re-run redoes after each kind of change."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture
+def quickstart(ws):
+    shutil.copytree(REPO / "pipelines", ws.root / "pipelines",
+                    ignore=shutil.ignore_patterns("__pycache__", "out"))
+    return ws.root / "pipelines" / "quickstart.yaml"
+
+
+def status(ws, path) -> dict[str, dict]:
+    result = ws.qntz("status", path, "--json")
+    assert result.code == 0, result
+    return {s["id"]: s for s in json.loads(result.out)["steps"]}
+
+
+def ran(result_out: str) -> set[str]:
+    return {line.split()[1] for line in result_out.splitlines() if line.startswith("✓")}
+
+
+def test_quickstart_end_to_end(ws, quickstart):
+    result = ws.qntz("run", quickstart)
+    assert result.code == 0, result.out + result.err
+    out = ws.root / "out" / "quickstart"
+    assert (out / "simplify" / "model.onnx").is_file()
+    lock = json.loads((out / "qntz.lock.json").read_text())
+    assert set(lock["steps"]) == {"load", "capture", "onnx", "simplify", "compare"}
+    for step in lock["steps"].values():
+        assert len(step["key"]) == 64 and step["outputs"]
+    report = json.loads((out / "compare" / "report.json").read_text())
+    assert report["passed"]
+    assert {c["id"] for c in report["candidates"]} == {"capture", "onnx", "simplify"}
+    assert all(c["status"] == "pass" for c in report["candidates"])
+    labels = report["samples"]
+    assert any("batch=1" in s for s in labels) and any("batch=16" in s for s in labels)
+    assert "| `onnx` | onnx | ✅ pass |" in (out / "compare" / "report.md").read_text()
+
+    again = ws.qntz("run", quickstart)
+    assert again.code == 0
+    assert "5 cached" in again.out and not ran(again.out)
+    assert json.loads((out / "qntz.lock.json").read_text()) == lock
+
+
+def test_changes_rerun_exactly_what_they_affect(ws, quickstart):
+    assert ws.qntz("run", quickstart).code == 0
+
+    quickstart.write_text(quickstart.read_text().replace("opset: 17", "opset: 18"))
+    states = status(ws, quickstart)
+    assert states["load"]["state"] == states["capture"]["state"] == "cached"
+    assert states["onnx"]["state"] == "stale"
+    assert states["onnx"]["reason"] == "params changed: opset 17 → 18"
+    assert states["simplify"]["state"] == states["compare"]["state"] == "stale"
+    assert "onnx" in states["simplify"]["reason"]
+    result = ws.qntz("run", quickstart)
+    assert result.code == 0
+    assert ran(result.out) == {"onnx", "simplify", "compare"}
+
+    source = ws.root / "pipelines" / "models" / "tiny_cnn.py"
+    os.utime(source)  # touched, not changed: nothing re-runs
+    assert all(s["state"] == "cached" for s in status(ws, quickstart).values())
+    assert ran(ws.qntz("run", quickstart).out) == set()
+
+    source.write_text(source.read_text().replace("width: int = 16", "width: int = 8"))
+    states = status(ws, quickstart)
+    assert states["load"]["reason"] == "source changed: models/tiny_cnn.py"
+    result = ws.qntz("run", quickstart)
+    assert result.code == 0
+    assert ran(result.out) == {"load", "capture", "onnx", "simplify", "compare"}
+
+
+def test_step_option_runs_only_what_it_needs(ws, quickstart):
+    result = ws.qntz("run", quickstart, "--step", "onnx")
+    assert result.code == 0
+    assert ran(result.out) == {"load", "capture", "onnx"}
+    states = status(ws, quickstart)
+    assert states["simplify"]["state"] == "stale"
+    assert states["simplify"]["reason"] == "not in cache (never run)"
+    forced = ws.qntz("run", quickstart, "--step", "onnx", "--force")
+    assert ran(forced.out) == {"onnx"}  # the named steps re-run; what they need stays cached
+
+
+def test_parallel_jobs_give_the_same_lock(ws, quickstart):
+    # separate processes: in one process a re-imported model class gets a mangled
+    # TorchScript name, which is not what two users on two machines see
+    assert ws.qntz_subprocess("run", quickstart, "--jobs", "2").code == 0
+    lock_path = ws.root / "out" / "quickstart" / "qntz.lock.json"
+    lock = json.loads(lock_path.read_text())
+    shutil.rmtree(ws.root / ".qntz")
+    assert ws.qntz_subprocess("run", quickstart).code == 0
+    again = json.loads(lock_path.read_text())
+    # everything but the compare report, whose latencies are measured anew, is reproducible
+    assert again["steps"]["compare"]["key"] == lock["steps"]["compare"]["key"]
+    del again["steps"]["compare"]["outputs"], lock["steps"]["compare"]["outputs"]
+    assert again == lock
+
+
+def test_dag_and_steps_commands(ws, quickstart):
+    mermaid = ws.qntz("dag", quickstart, "--mermaid")
+    assert mermaid.code == 0 and "capture --> onnx" in mermaid.out
+    steps = ws.qntz("steps", "onnx")
+    assert "opset" in steps.out and "exporter" in steps.out

@@ -1,0 +1,40 @@
+"""Clean models: every capture method must give the same numbers as eager."""
+
+import torch
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x).mean(dim=(2, 3)))
+
+
+class MLP(nn.Module):
+    def __init__(self, features: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(features, 64), nn.GELU(), nn.Linear(64, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TwoOutputs(nn.Module):
+    """Returns a dict of two tensors: outputs are flattened in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(32, 4)
+        self.b = nn.Linear(32, 2)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.a(x), "score": torch.sigmoid(self.b(x))}
+
+
+def make_mlp(features: int = 32) -> nn.Module:
+    return MLP(features)
