@@ -21,7 +21,7 @@ def test_traced_data_dependent_if_fails_compare(ws):
     ws.pipeline(pipeline_text("models.hazards:DataDependentIf", TRACE_AND_COMPARE))
     result = ws.qntz("run", "pipeline.yaml")
     assert result.code == 1
-    assert "capture (torchscript) output 'output_0'" in result.err
+    assert "step 'compare': capture (torchscript) output 'output'" in result.err
     assert "max abs" in result.err and "low" in result.err
     rows = {c["id"]: c for c in report(ws)["candidates"]}
     assert rows["capture"]["status"] == rows["onnx"]["status"] == "fail"
