@@ -59,7 +59,8 @@ def main() -> None:
     for batch in (1, 16, 8):
         feed = {"x": rng.uniform(0, 1, (batch, 3, 64, 64)).astype(np.float32)}
         assert np.allclose(a.run(None, feed)[0], b.run(None, feed)[0], 1e-4, 1e-5)
-    feeds = [rng.uniform(0, 1, (b, 3, 64, 64)).astype(np.float32) for b in (1, 1, 1, 1, 16, 16, 8, 8)]
+    batches = (1, 1, 1, 1, 16, 16, 8, 8)
+    feeds = [rng.uniform(0, 1, (b, 3, 64, 64)).astype(np.float32) for b in batches]
     loaded = torch.jit.load(str(out / "model.pt"))
     with torch.inference_mode():
         want = [model(torch.from_numpy(f)).numpy() for f in feeds]
@@ -68,7 +69,8 @@ def main() -> None:
             for f, w in zip(feeds, want):
                 assert np.allclose(run(f), w, 1e-3, 1e-4)
         timing = feeds[-1][:4]
-        for run in (lambda: model(torch.from_numpy(timing)), lambda: loaded(torch.from_numpy(timing)),
+        tensor = torch.from_numpy(timing)
+        for run in (lambda: model(tensor), lambda: loaded(tensor),
                     lambda: a.run(None, {"x": timing}), lambda: b.run(None, {"x": timing})):
             timed(run)
 
