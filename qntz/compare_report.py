@@ -15,6 +15,21 @@ def _latency(lat: dict[str, float] | None) -> str:
     return "—" if not lat else f"{lat['median']:.2f} / {lat['p90']:.2f}"
 
 
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2%}"
+
+
+def _vs_source(c: dict[str, Any]) -> str:
+    if "speedup_vs_source" not in c:
+        return "—"
+    flag = " ⚠️ not faster than its float source" if c["slower_than_source"] else ""
+    return f"{c['speedup_vs_source']:.2f}x vs `{c['source']}`{flag}"
+
+
+def _decider(o: dict[str, Any]) -> str:
+    return "allclose" if o["metric"] == "allclose" else f"{o['metric']} ≥ {o['threshold']:g}"
+
+
 def markdown(report: dict[str, Any], name: str) -> str:
     ref = report["reference"]
     tol = report["tolerance"]
@@ -26,9 +41,9 @@ def markdown(report: dict[str, Any], name: str) -> str:
         f"Default tolerance: atol {tol['atol']:g}, rtol {tol['rtol']:g}; "
         f"{len(report['samples'])} inputs: {', '.join(report['samples'])}.",
         "",
-        "| candidate | artifact | status | max abs | max rel | cosine (min) | "
-        "latency ms (median / p90) | speedup vs reference |",
-        "|---|---|---|---|---|---|---|---|",
+        "| candidate | artifact | status | max abs | max rel | cosine (min) | top-1 | "
+        "latency ms (median / p90) | speedup vs reference | speedup vs float source |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in report["candidates"]:
         outs = c.get("outputs") or []
@@ -36,20 +51,25 @@ def markdown(report: dict[str, Any], name: str) -> str:
         speed = f"{c['speedup']:.2f}x" if c.get("speedup") else "—"
         lines.append(
             f"| `{c['id']}` | {c['artifact']} | {MARK[c['status']]} | {_num(c.get('max_abs'))} | "
-            f"{_num(max_rel)} | {_num(c.get('cosine_min'), '.6f')} | "
-            f"{_latency(c.get('latency_ms'))} | {speed} |")
+            f"{_num(max_rel)} | {_num(c.get('cosine_min'), '.6f')} | {_pct(c.get('top1'))} | "
+            f"{_latency(c.get('latency_ms'))} | {speed} | {_vs_source(c)} |")
     problems = [c for c in report["candidates"] if c["status"] != "pass"]
-    if problems:
+    slower = [c for c in report["candidates"] if c.get("slower_than_source")]
+    if problems or slower:
         lines += ["", "## Why", ""]
         lines += [f"- **{c['id']}**: {c['reason']}" for c in problems]
+        lines += [f"- **{c['id']}** is not faster than `{c['source']}`, the float model it was "
+                  f"made from ({c['speedup_vs_source']:.2f}x): this optimization does not pay here"
+                  for c in slower]
     lines += ["", "## Per output", "",
-              "| candidate | output | pass | max abs | max rel | cosine min / mean | atol | rtol "
-              "| worst input |", "|---|---|---|---|---|---|---|---|---|"]
+              "| candidate | output | pass | decided by | max abs | max rel | cosine min / mean | "
+              "top-1 | atol | rtol | worst input |", "|---" * 11 + "|"]
     for c in report["candidates"]:
         for o in c.get("outputs") or []:
             lines.append(
-                f"| `{c['id']}` | {o['name']} | {'✅' if o['pass'] else '❌'} | "
+                f"| `{c['id']}` | {o['name']} | {'✅' if o['pass'] else '❌'} | {_decider(o)} | "
                 f"{_num(o['max_abs'])} | {_num(o['max_rel'])} | {_num(o['cosine_min'], '.6f')} / "
-                f"{_num(o['cosine_mean'], '.6f')} | {o['atol']:g} | {o['rtol']:g} | "
+                f"{_num(o['cosine_mean'], '.6f')} | {_pct(o['top1'])} | {o['atol']:g} | "
+                f"{o['rtol']:g} | "
                 f"{o['worst_sample'] or '—'} |")
     return "\n".join(lines) + "\n"

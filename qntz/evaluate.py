@@ -34,6 +34,7 @@ def evaluate(ctx: StepContext) -> dict[str, Any]:
         if row.get("latency_ms") and ref_latency:
             row["speedup"] = ref_latency["median"] / row["latency_ms"]["median"]
         candidates.append(row)
+    _speedups_vs_source(ctx, candidates)
     return {"reference": {"id": params["reference"] or _load_id(ctx), "runs": ref_label,
                           "latency_ms": ref_latency},
             "samples": [label for label, _ in samples],
@@ -42,12 +43,30 @@ def evaluate(ctx: StepContext) -> dict[str, Any]:
             "passed": all(c["status"] in ("pass", "not run") for c in candidates)}
 
 
+def _speedups_vs_source(ctx: StepContext, candidates: list[dict[str, Any]]) -> None:
+    """An optimized candidate (quantize, tensorrt) against the float model it came from."""
+    rows = {c["id"]: c for c in candidates}
+    for row in candidates:
+        source = ctx.inputs[row["id"]].summary.get("source")
+        if source is None:
+            continue
+        row["source"] = source
+        mine, theirs = row.get("latency_ms"), rows.get(source, {}).get("latency_ms")
+        if mine and theirs:
+            row["speedup_vs_source"] = theirs["median"] / mine["median"]
+            row["slower_than_source"] = row["speedup_vs_source"] < 1.0
+
+
 def _load_id(ctx: StepContext) -> str:
     return next(sid for sid, a in ctx.inputs.items() if "model" in a.provides)
 
 
 def _samples(ctx: StepContext) -> Samples:
     inputs, params = ctx.pipeline.inputs, ctx.params
+    if params["data"]:
+        from qntz.data import load_dataset
+        feeds = load_dataset(ctx.pipeline, params["data"], None)
+        return [(f"{params['data']}#{i}", feed) for i, feed in enumerate(feeds)]
     if not params["sizes"]:
         return evaluation_samples(inputs, params["samples"], params["seed"])
     rng = np.random.default_rng(params["seed"])
@@ -85,12 +104,13 @@ def _time(runner: Runner, feed: dict[str, np.ndarray], params: dict[str, Any]) -
     return latency_ms(lambda: runner(feed), params["iterations"], params["warmup"])
 
 
-def _tolerance(ctx: StepContext, step_id: str, output: str) -> tuple[float, float]:
+def _tolerance(ctx: StepContext, step_id: str, output: str) -> dict[str, Any]:
+    """Settings for one output of one candidate: step-wide, then per candidate, per output."""
     params = ctx.params
-    tol = {"atol": params["atol"], "rtol": params["rtol"]}
+    tol = {k: params[k] for k in ("atol", "rtol", "metric", "threshold")}
     tol.update(params["tolerances"].get(step_id, {}))
     tol.update(params["outputs"].get(output, {}))
-    return tol["atol"], tol["rtol"]
+    return tol
 
 
 def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
@@ -117,18 +137,16 @@ def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
                     f"{len(got)} outputs, the reference {len(want)}"}
         if not stats:
             names = names if len(names) == len(want) else [f"output_{i}" for i in range(len(want))]
-            stats = [OutputStats(n, *_tolerance(ctx, step_id, n)) for n in names]
+            stats = [OutputStats(n, **_tolerance(ctx, step_id, n)) for n in names]
         for stat, g, w in zip(stats, got, want):
             stat.add(label, np.asarray(g), np.asarray(w))
     row["outputs"] = [s.as_dict() for s in stats]
     row["max_abs"] = max((s.max_abs for s in stats), default=0.0)
     row["cosine_min"] = min((s.cosine_min for s in stats), default=1.0)
+    row["top1"] = stats[0].top1 if stats else None
     row["latency_ms"] = _time(runner, timing_feed, ctx.params)
     bad = [s for s in stats if not s]
     if not bad:
         return {**row, "status": "pass", "reason": ""}
-    s = bad[0]
-    detail = s.problem or (f"max abs {s.max_abs:.3g}, max rel {s.max_rel:.3g}, cosine "
-                           f"{s.cosine_min:.4f} (atol {s.atol:g}, rtol {s.rtol:g}), worst on "
-                           f"'{s.worst_sample}', {s.failures}/{s.samples} inputs outside")
-    return {**row, "status": "fail", "reason": f"{step_id} ({kind}) output '{s.name}': {detail}"}
+    return {**row, "status": "fail",
+            "reason": f"{step_id} ({kind}) output '{bad[0].name}': {bad[0].verdict()}"}

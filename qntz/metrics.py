@@ -17,6 +17,8 @@ class OutputStats:
     name: str
     atol: float
     rtol: float
+    metric: str = "allclose"  # what decides pass: allclose | top1 | cosine
+    threshold: float = 0.99  # for top1 and cosine
     max_abs: float = 0.0
     max_rel: float = 0.0
     cosine_min: float = 1.0
@@ -25,10 +27,32 @@ class OutputStats:
     failures: int = 0
     worst_sample: str | None = None
     problem: str | None = None
+    rows: int = 0
+    agree: int = 0
     _worst_excess: float = field(default=-np.inf, repr=False)
 
     def __bool__(self) -> bool:
-        return self.failures == 0 and self.problem is None
+        if self.problem is not None:
+            return False
+        if self.metric == "top1":
+            return self.top1 is not None and self.top1 >= self.threshold
+        if self.metric == "cosine":
+            return self.cosine_mean is not None and self.cosine_mean >= self.threshold
+        return self.failures == 0
+
+    def verdict(self) -> str:
+        """Why it failed, in numbers."""
+        if self.problem:
+            return self.problem
+        numbers = (f"max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}, cosine "
+                   f"{self.cosine_min:.4f}")
+        if self.metric == "top1":
+            top1 = "n/a (no class axis)" if self.top1 is None else f"{self.top1:.2%}"
+            return f"top-1 agreement {top1} < {self.threshold:.2%} ({numbers})"
+        if self.metric == "cosine":
+            return f"mean cosine {self.cosine_mean:.4f} < {self.threshold} ({numbers})"
+        return (f"{numbers} (atol {self.atol:g}, rtol {self.rtol:g}), worst on "
+                f"'{self.worst_sample}', {self.failures}/{self.samples} inputs outside")
 
     def add(self, label: str, got: np.ndarray, want: np.ndarray) -> None:
         self.samples += 1
@@ -49,6 +73,9 @@ class OutputStats:
         cos = cosine(got64, want64)
         self.cosine_min = min(self.cosine_min, cos)
         self.cosine_sum += cos
+        if got.ndim >= 1 and got.shape[-1] > 1:
+            self.agree += int((got64.argmax(-1) == want64.argmax(-1)).sum())
+            self.rows += int(np.prod(got.shape[:-1]))
         excess = float(np.nanmax(diff - (self.atol + self.rtol * np.abs(want64)))) \
             if got.size else -1.0
         if np.isnan(diff).any() or excess > 0:
@@ -57,12 +84,22 @@ class OutputStats:
             self._worst_excess = excess
             self.worst_sample = label
 
+    @property
+    def cosine_mean(self) -> float | None:
+        return self.cosine_sum / self.samples if self.samples else None
+
+    @property
+    def top1(self) -> float | None:
+        return self.agree / self.rows if self.rows else None
+
     def as_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "pass": bool(self), "atol": self.atol, "rtol": self.rtol,
+            "name": self.name, "pass": bool(self), "metric": self.metric,
+            "threshold": self.threshold if self.metric != "allclose" else None,
+            "atol": self.atol, "rtol": self.rtol,
             "max_abs": self.max_abs, "max_rel": self.max_rel,
             "cosine_min": self.cosine_min,
-            "cosine_mean": self.cosine_sum / self.samples if self.samples else None,
+            "cosine_mean": self.cosine_mean, "top1": self.top1,
             "samples": self.samples, "failed_samples": self.failures,
             "worst_sample": self.worst_sample, "problem": self.problem,
         }

@@ -10,6 +10,7 @@ from typing import Any
 
 import jsonschema
 
+from qntz.data import check_spec
 from qntz.errors import PipelineError
 from qntz.inputs import InputSpec, parse_inputs
 from qntz.schema import top_level_schema
@@ -88,6 +89,8 @@ def load_pipeline(path: str | Path) -> Pipeline:
     pipeline = Pipeline(path=path, name=doc["name"], inputs={}, data=doc.get("data") or {},
                         steps={}, marks=marks)
     pipeline.inputs = parse_inputs(doc.get("inputs") or {}, pipeline.where)
+    for name in pipeline.data:
+        check_spec(pipeline, name)
     pipeline.steps = _parse_steps(doc, pipeline)
     _check_graph(pipeline)
     _check_step_inputs(pipeline)

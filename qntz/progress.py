@@ -27,11 +27,24 @@ def describe(result: StepResult) -> str:
         for c in s["candidates"]:
             counts[c["status"]] = counts.get(c["status"], 0) + 1
         return ", ".join(f"{n} {state}" for state, n in counts.items()) or "no candidates"
+    if result.kind == "quantize" and "precision" in s:
+        return _quantized(s)
     if result.kind == "load" and "parameters" in s:
         return f"{s.get('class')}, {s['parameters']:,} parameters"
     if s.get("warnings"):
         return f"{len(s['warnings'])} warning(s): {s['warnings'][0]}"
     return ""
+
+
+def _quantized(s: dict[str, Any]) -> str:
+    if s["precision"] == "fp16":
+        return f"fp16: {s['float16_weights']} float16 weights, {s['casts']} casts"
+    acc, cov = s["accuracy"], s["coverage"]
+    kept = f", {len(s['kept_float_for_budget'])} kept float for the budget" \
+        if s["kept_float_for_budget"] else ""
+    return (f"int8 {s['recipe']['mode']}: {cov['quantized_nodes']} nodes quantized{kept}; "
+            f"on calibration data top-1 {acc['top1']['agreement']:.1%}, cosine "
+            f"{acc['cosine']['mean']:.4f}")
 
 
 class ConsoleReporter:
@@ -87,6 +100,13 @@ class ConsoleReporter:
             self._refresh()
 
 
+def _vs_source(c: dict[str, Any]) -> str:
+    if c.get("speedup_vs_source") is None:
+        return "—"
+    text = f"{c['speedup_vs_source']:.2f}x {c['source']}"
+    return f"[red]{text} (not faster)[/]" if c["slower_than_source"] else text
+
+
 def compare_table(console: Console, result: StepResult) -> None:
     from rich.table import Table
 
@@ -96,8 +116,8 @@ def compare_table(console: Console, result: StepResult) -> None:
     title = f"{result.id}: reference {ref.get('runs')}" + (
         f", {lat['median']:.2f} ms" if lat else "")
     table = Table(title=title, title_justify="left")
-    for column in ("candidate", "artifact", "status", "max abs", "cosine min", "ms (median)",
-                   "speedup"):
+    for column in ("candidate", "artifact", "status", "max abs", "cosine min", "top-1",
+                   "ms (median)", "vs reference", "vs float source"):
         table.add_column(column)
     style = {"pass": "green", "fail": "red", "error": "red", "not run": "yellow"}
     for c in s.get("candidates", []):
@@ -105,6 +125,7 @@ def compare_table(console: Console, result: StepResult) -> None:
         table.add_row(c["id"], c["artifact"], f"[{style[c['status']]}]{c['status']}[/]",
                       "—" if c.get("max_abs") is None else f"{c['max_abs']:.3g}",
                       "—" if c.get("cosine_min") is None else f"{c['cosine_min']:.6f}",
+                      "—" if c.get("top1") is None else f"{c['top1']:.1%}",
                       f"{lat['median']:.2f}" if lat else "—",
-                      f"{c['speedup']:.2f}x" if c.get("speedup") else "—")
+                      f"{c['speedup']:.2f}x" if c.get("speedup") else "—", _vs_source(c))
     console.print(table)

@@ -34,20 +34,26 @@ def test_quickstart_end_to_end(ws, quickstart):
     out = ws.root / "out" / "quickstart"
     assert (out / "simplify" / "model.onnx").is_file()
     lock = json.loads((out / "qntz.lock.json").read_text())
-    assert set(lock["steps"]) == {"load", "capture", "onnx", "simplify", "compare"}
+    assert set(lock["steps"]) == {"load", "capture", "onnx", "simplify", "int8", "fp16",
+                                  "compare", "check"}
     for step in lock["steps"].values():
         assert len(step["key"]) == 64 and step["outputs"]
     report = json.loads((out / "compare" / "report.json").read_text())
     assert report["passed"]
-    assert {c["id"] for c in report["candidates"]} == {"capture", "onnx", "simplify"}
+    assert {c["id"] for c in report["candidates"]} == {"capture", "onnx", "simplify", "int8",
+                                                       "fp16"}
     assert all(c["status"] == "pass" for c in report["candidates"])
+    held_out = json.loads((out / "check" / "report.json").read_text())
+    rows = {c["id"]: c for c in held_out["candidates"]}
+    assert rows["int8"]["top1"] >= 0.99 and rows["fp16"]["top1"] >= 0.99
+    assert len(held_out["samples"]) == 64
     labels = report["samples"]
     assert any("batch=1" in s for s in labels) and any("batch=16" in s for s in labels)
     assert "| `onnx` | onnx | ✅ pass |" in (out / "compare" / "report.md").read_text()
 
     again = ws.qntz("run", quickstart)
     assert again.code == 0
-    assert "5 cached" in again.out and not ran(again.out)
+    assert "8 cached" in again.out and not ran(again.out)
     assert json.loads((out / "qntz.lock.json").read_text()) == lock
 
 
@@ -63,19 +69,19 @@ def test_changes_rerun_exactly_what_they_affect(ws, quickstart):
     assert "onnx" in states["simplify"]["reason"]
     result = ws.qntz("run", quickstart)
     assert result.code == 0
-    assert ran(result.out) == {"onnx", "simplify", "compare"}
+    assert ran(result.out) == {"onnx", "simplify", "int8", "fp16", "compare", "check"}
 
     source = ws.root / "pipelines" / "models" / "tiny_cnn.py"
     os.utime(source)  # touched, not changed: nothing re-runs
     assert all(s["state"] == "cached" for s in status(ws, quickstart).values())
     assert ran(ws.qntz("run", quickstart).out) == set()
 
-    source.write_text(source.read_text().replace("width: int = 16", "width: int = 8"))
+    source.write_text(source.read_text().replace("width: int = 32", "width: int = 16"))
     states = status(ws, quickstart)
     assert states["load"]["reason"] == "source changed: models/tiny_cnn.py"
     result = ws.qntz("run", quickstart)
     assert result.code == 0
-    assert ran(result.out) == {"load", "capture", "onnx", "simplify", "compare"}
+    assert ran(result.out) == set(states)
 
 
 def test_step_option_runs_only_what_it_needs(ws, quickstart):
@@ -98,9 +104,10 @@ def test_parallel_jobs_give_the_same_lock(ws, quickstart):
     shutil.rmtree(ws.root / ".qntz")
     assert ws.qntz_subprocess("run", quickstart).code == 0
     again = json.loads(lock_path.read_text())
-    # everything but the compare report, whose latencies are measured anew, is reproducible
-    assert again["steps"]["compare"]["key"] == lock["steps"]["compare"]["key"]
-    del again["steps"]["compare"]["outputs"], lock["steps"]["compare"]["outputs"]
+    # everything but the compare reports, whose latencies are measured anew, is reproducible
+    for step in ("compare", "check"):
+        assert again["steps"][step]["key"] == lock["steps"][step]["key"]
+        del again["steps"][step]["outputs"], lock["steps"][step]["outputs"]
     assert again == lock
 
 

@@ -7,11 +7,12 @@ from qntz.steps.capture import Export, Script, Trace
 from qntz.steps.compare import Compare
 from qntz.steps.load import Load
 from qntz.steps.onnx_export import OnnxExport
+from qntz.steps.quantize import Quantize
 from qntz.steps.simplify import Simplify
 
 KINDS: dict[str, type[Step]] = {
     kind.kind: kind
-    for kind in (Load, Trace, Script, Export, OnnxExport, Simplify, Compare)
+    for kind in (Load, Trace, Script, Export, OnnxExport, Simplify, Quantize, Compare)
 }
 
 __all__ = ["KINDS", "Step", "StepContext"]

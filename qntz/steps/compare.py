@@ -9,11 +9,17 @@ from qntz.errors import PipelineError
 from qntz.steps.base import Step, StepContext
 
 if TYPE_CHECKING:
+    from qntz.hashing import FileDigests
     from qntz.pipeline import Pipeline, StepSpec
 
+METRIC = {"enum": ["allclose", "top1", "cosine"],
+          "description": "what decides pass: allclose (atol/rtol), top1 agreement or mean "
+          "cosine at least `threshold`"}
+THRESHOLD = {"type": "number", "minimum": 0, "maximum": 1}
 TOLERANCE = {"type": "object", "additionalProperties": False,
              "properties": {"atol": {"type": "number", "minimum": 0},
-                            "rtol": {"type": "number", "minimum": 0}}}
+                            "rtol": {"type": "number", "minimum": 0},
+                            "metric": METRIC, "threshold": THRESHOLD}}
 
 
 class Compare(Step):
@@ -25,10 +31,14 @@ class Compare(Step):
                       "description": "step whose model is the reference (default: the model)"},
         "atol": {"type": "number", "minimum": 0, "default": 1e-4},
         "rtol": {"type": "number", "minimum": 0, "default": 1e-3},
+        "metric": {**METRIC, "default": "allclose"},
+        "threshold": {**THRESHOLD, "default": 0.99},
         "tolerances": {"type": "object", "default": {}, "additionalProperties": TOLERANCE,
-                       "description": "per candidate step id: {atol, rtol}"},
+                       "description": "per candidate step id: {atol, rtol, metric, threshold}"},
         "outputs": {"type": "object", "default": {}, "additionalProperties": TOLERANCE,
-                    "description": "per output name: {atol, rtol}"},
+                    "description": "per output name: {atol, rtol, metric, threshold}"},
+        "data": {"type": ["string", "null"], "default": None,
+                 "description": "compare on this dataset instead of generated inputs"},
         "samples": {"type": "integer", "minimum": 1, "default": 2,
                     "description": "random draws per size variant"},
         "sizes": {"type": ["array", "null"], "default": None,
@@ -51,11 +61,21 @@ class Compare(Step):
                     f"step '{step.id}': tolerances name '{name}', which it does not compare",
                     where=pipeline.where(*step.at, "tolerances", name),
                     hint=f"use one of its needs: {', '.join(step.needs)}")
+        if step.params["data"]:
+            from qntz.data import dataset_spec
+            dataset_spec(pipeline, step.params["data"], pipeline.where(*step.at, "data"))
         ref = step.params["reference"]
         if ref is not None and ref not in step.needs:
             raise PipelineError(f"step '{step.id}': reference '{ref}' is not in its needs",
                                 where=pipeline.where(*step.at, "reference"),
                                 hint=f"add '{ref}' to `needs`")
+
+    @classmethod
+    def key_extras(cls, step: StepSpec, pipeline: Pipeline, digests: FileDigests) -> dict:
+        from qntz.data import data_digest
+
+        name = step.params["data"]
+        return {"data": data_digest(pipeline, name, digests)} if name else {}
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         from qntz.compare_report import markdown
@@ -67,7 +87,9 @@ class Compare(Step):
         failed = [c for c in report["candidates"] if c["status"] in ("fail", "error")]
         summary: dict[str, Any] = {"passed": not failed, "candidates": [
             {k: c.get(k) for k in ("id", "artifact", "status", "reason", "latency_ms", "speedup",
-                                   "max_abs", "cosine_min")} for c in report["candidates"]],
+                                   "speedup_vs_source", "source", "slower_than_source",
+                                   "max_abs", "cosine_min", "top1")}
+            for c in report["candidates"]],
             "reference": report["reference"]}
         if failed:
             summary["failed"] = "; ".join(c["reason"] for c in failed)

@@ -38,3 +38,14 @@ class TwoOutputs(nn.Module):
 
 def make_mlp(features: int = 32) -> nn.Module:
     return MLP(features)
+
+
+class TinyTransformer(nn.Module):
+    """One encoder layer over float features, dynamic batch and sequence."""
+
+    def __init__(self, dim: int = 32):
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(dim, 4, dim * 2, dropout=0.0, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)

@@ -1,0 +1,35 @@
+"""A folder of images as one NCHW float32 array (resize, scale to [0, 1], normalize)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qntz.errors import PipelineError
+
+SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def load_images(folder: Path, spec: dict[str, Any]) -> np.ndarray:
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise PipelineError("image datasets need Pillow", where=str(folder),
+                            hint='pip install "qntz[images]"') from exc
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES)
+    if not files:
+        raise PipelineError(f"no images ({', '.join(SUFFIXES)}) in {folder}", where=str(folder),
+                            hint="put images in the folder or fix `path`")
+    files = files[: spec.get("samples") or len(files)]
+    height, width = spec.get("size", [224, 224])
+    mean = np.asarray(spec.get("mean", [0.0, 0.0, 0.0]), np.float32).reshape(3, 1, 1)
+    std = np.asarray(spec.get("std", [1.0, 1.0, 1.0]), np.float32).reshape(3, 1, 1)
+    arrays = []
+    for path in files:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB").resize((width, height), Image.BILINEAR)
+        chw = np.asarray(rgb, np.float32).transpose(2, 0, 1) / 255.0
+        arrays.append((chw - mean) / std)
+    return np.stack(arrays).astype(np.float32)

@@ -1,0 +1,143 @@
+"""The INT8 half of `quantize`: calibrate, quantize, verify, measure, and meet the budget."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qntz.errors import PipelineError
+from qntz.steps.base import StepContext
+from qntz.steps.capture import _first_line
+
+MAX_SENSITIVITY_NODES = 48
+
+
+def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
+    import onnx
+
+    from qntz.data import load_dataset
+    from qntz.onnxinfo import describe
+    from qntz.quantization import choose_recipe, preprocess
+
+    params = ctx.params
+    feeds = load_dataset(ctx.pipeline, params["data"], params["samples"])
+    with tempfile.TemporaryDirectory(prefix="qntz-int8-") as tmp:
+        work = Path(tmp)
+        prepared, note = work / "prepared.onnx", "none"
+        if params["preprocess"]:
+            ctx.report("pre-processing")
+            note = preprocess(source, prepared)
+        else:
+            shutil.copyfile(source, prepared)
+        try:
+            recipe = choose_recipe(onnx.load(str(prepared)), params)
+        except ValueError as exc:
+            raise PipelineError(str(exc), where=ctx.where, hint="use recipe: static") from exc
+        build = _builder(ctx, prepared, recipe, feeds, work)
+        ctx.report(f"{recipe.mode} int8 quantization")
+        quantized, coverage = build([])
+        accuracy = measure(prepared, quantized, feeds)
+        kept: list[str] = []
+        if params["max_drop"] is not None and accuracy[params["metric"]]["drop"] > params[
+                "max_drop"]:
+            kept, quantized, coverage, accuracy = meet_budget(ctx, build, prepared, feeds,
+                                                              coverage["intended"], accuracy)
+        shutil.copyfile(quantized, ctx.out / "model.onnx")
+        if (work / "calibration.json").is_file():  # tensor ranges, in a stable order
+            ranges = json.loads((work / "calibration.json").read_text())
+            (ctx.out / "calibration.json").write_text(json.dumps(ranges, sort_keys=True))
+    return {"precision": "int8", "recipe": recipe.as_dict(), "preprocess": note,
+            "calibration": {"data": params["data"] or "generated", "batches": len(feeds),
+                            "method": params["method"] if recipe.mode == "static" else None},
+            "coverage": {k: v for k, v in coverage.items() if k != "intended"},
+            "accuracy": accuracy, "kept_float_for_budget": kept, **describe(ctx.out / "model.onnx")}
+
+
+def _builder(ctx: StepContext, prepared: Path, recipe: Any, feeds: list, work: Path
+             ) -> Callable[[list[str]], tuple[Path, dict[str, Any]]]:
+    """A function that quantizes with extra nodes kept in float, verified, into `work`."""
+    import onnx
+
+    from qntz.precision_check import PrecisionMismatch, check_int8
+    from qntz.quantization import CONV_LIKE, MATMUL_LIKE, Recipe, quantize_int8, weight_nodes
+
+    model = onnx.load(str(prepared), load_external_data=False)
+    types = tuple(recipe.op_types or (*CONV_LIKE, *MATMUL_LIKE))
+    intended = [n for n in (recipe.nodes or weight_nodes(model, types))
+                if n not in recipe.exclude_nodes]
+    counter = iter(range(1 << 30))
+
+    def build(keep_float: list[str]) -> tuple[Path, dict[str, Any]]:
+        target = work / f"int8-{next(counter)}.onnx"
+        variant = Recipe(**{**recipe.as_dict(), "exclude_nodes": recipe.exclude_nodes + keep_float})
+        try:
+            quantize_int8(prepared, target, variant, ctx.params, feeds, work / "calibration.json")
+        except Exception as exc:
+            raise ctx.fail(f"INT8 quantization failed: {_first_line(exc)}",
+                           hint="exclude the failing node or op type (exclude_nodes / "
+                           "exclude_op_types), or try recipe: dynamic") from exc
+        wanted = [n for n in intended if n not in keep_float]
+        try:
+            coverage = check_int8(onnx.load(str(target)), variant.mode, wanted)
+        except PrecisionMismatch as exc:
+            raise ctx.fail(f"asked for int8, got another precision: {exc}",
+                           hint="check op_types / nodes / exclude settings") from exc
+        return target, {**coverage, "intended": wanted}
+
+    return build
+
+
+def outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    from qntz.ortrun import run, session
+
+    sess = session(path)
+    return [run(sess, feed)[0] for feed in feeds]
+
+
+def measure(reference: Path, candidate: Path, feeds: list[dict[str, np.ndarray]],
+            expected: list[np.ndarray] | None = None) -> dict[str, Any]:
+    """Agreement of the first output with the float model: cosine per row and top-1."""
+    want = expected if expected is not None else outputs(reference, feeds)
+    got = outputs(candidate, feeds)
+    cosines, agree, total = [], 0, 0
+    for g, w in zip(got, want):
+        g2, w2 = g.reshape(len(g), -1).astype(np.float64), w.reshape(len(w), -1).astype(np.float64)
+        norms = np.linalg.norm(g2, axis=1) * np.linalg.norm(w2, axis=1)
+        cosines.extend(np.where(norms > 0, (g2 * w2).sum(1) / np.maximum(norms, 1e-30), 1.0))
+        agree += int((g2.argmax(1) == w2.argmax(1)).sum())
+        total += len(g2)
+    cos = np.asarray(cosines)
+    return {"cosine": {"mean": float(cos.mean()), "min": float(cos.min()),
+                       "drop": float(1 - cos.mean())},
+            "top1": {"agreement": agree / total, "drop": 1 - agree / total}}
+
+
+def meet_budget(ctx: StepContext, build: Callable, prepared: Path, feeds: list,
+                intended: list[str], accuracy: dict[str, Any]) -> tuple:
+    """Keep the most sensitive nodes (measured one by one) in float until within budget."""
+    metric, budget = ctx.params["metric"], ctx.params["max_drop"]
+    expected = outputs(prepared, feeds)
+    base = accuracy[metric]["drop"]
+    gains = []
+    for index, node in enumerate(intended[:MAX_SENSITIVITY_NODES]):
+        ctx.report(f"sensitivity {index + 1}/{min(len(intended), MAX_SENSITIVITY_NODES)}")
+        path, _ = build([node])
+        gains.append((base - measure(prepared, path, feeds, expected)[metric]["drop"], node))
+    ranked = [node for gain, node in sorted(gains, reverse=True) if gain > 0]
+    kept: list[str] = []
+    result = accuracy
+    for node in ranked:
+        kept.append(node)
+        path, coverage = build(kept)
+        result = measure(prepared, path, feeds, expected)
+        if result[metric]["drop"] <= budget:
+            return kept, path, coverage, result
+    raise ctx.fail(f"INT8 cannot meet max_drop {budget} in {metric}: {base:.4g} with everything "
+                   f"quantized, {result[metric]['drop']:.4g} with {len(kept)} nodes in float",
+                   hint="raise max_drop, add calibration data, or try another method")

@@ -1,0 +1,175 @@
+"""Recipes and the ONNX Runtime quantization calls behind the `quantize` step."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CONV_LIKE = ("Conv", "ConvTranspose")
+MATMUL_LIKE = ("MatMul", "Gemm")
+TENSORRT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+@dataclass
+class Recipe:
+    """What will be quantized and how; recorded in the step's summary."""
+
+    mode: str  # static | dynamic
+    per_channel: bool
+    activations: str  # uint8 | int8
+    symmetric: bool
+    quantize_bias: bool
+    op_types: list[str] | None
+    nodes: list[str] | None
+    exclude_nodes: list[str] = field(default_factory=list)
+    why: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def weight_nodes(model: Any, op_types: tuple[str, ...]) -> list[str]:
+    """Nodes of `op_types` with a constant weight: the ones whose quantization pays."""
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in model.graph.node
+            if n.op_type in op_types and len(n.input) > 1 and n.input[1] in constants]
+
+
+def looks_like_transformer(model: Any) -> bool:
+    ops = [n.op_type for n in model.graph.node]
+    normalizes = "LayerNormalization" in ops or "SkipLayerNormalization" in ops or (
+        "ReduceMean" in ops and ("Sqrt" in ops or "Pow" in ops))
+    return "Softmax" in ops and normalizes and len(weight_nodes(model, MATMUL_LIKE)) >= max(
+        1, len(weight_nodes(model, CONV_LIKE)))
+
+
+def choose_recipe(model: Any, params: dict[str, Any]) -> Recipe:
+    """`recipe: auto` picks by target and graph; explicit settings always win."""
+    target, asked = params["target"], params["recipe"]
+    if target == "tensorrt":
+        if asked == "dynamic":
+            raise ValueError("TensorRT needs static (Q/DQ) quantization, not dynamic")
+        recipe = Recipe("static", params["per_channel"], "int8", True, False,
+                        list(TENSORRT_OPS), None,
+                        why="TensorRT: symmetric int8 Q/DQ on weighted ops, bias not quantized")
+    elif asked == "dynamic" or (asked == "auto" and looks_like_transformer(model)):
+        recipe = Recipe("dynamic", params["per_channel"], "uint8", False, False, None,
+                        weight_nodes(model, MATMUL_LIKE),
+                        why="transformer graph: int8 MatMul/Gemm weights, activations quantized "
+                        "at run time; normalization and softmax stay float"
+                        if asked == "auto" else "dynamic requested")
+    else:
+        recipe = Recipe("static", params["per_channel"], "uint8", False, True, None, None,
+                        why="static Q/DQ, uint8 activations and int8 weights (fast on x86 CPUs)"
+                        if asked == "auto" else "static requested")
+    if params["op_types"]:
+        recipe.op_types, recipe.nodes = list(params["op_types"]), None
+    if params["nodes"]:
+        recipe.nodes = list(params["nodes"])
+    if params["exclude_op_types"]:
+        excluded = set(params["exclude_op_types"])
+        recipe.exclude_nodes += [n.name for n in model.graph.node if n.op_type in excluded]
+    recipe.exclude_nodes += list(params["exclude_nodes"])
+    return recipe
+
+
+def preprocess(source: Path, target: Path) -> str:
+    """ORT's pre-processing; symbolic shape inference fails on many BERT-style graphs."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with _quiet():
+        try:
+            quant_pre_process(str(source), str(target))
+            return "shape inference and optimization"
+        except Exception:
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
+            return "ONNX shape inference and optimization (symbolic shape inference failed)"
+
+
+class FeedReader:
+    """ORT's CalibrationDataReader protocol over a list of feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]], names: set[str]):
+        self._feeds = iter([{k: v for k, v in f.items() if k in names} for f in feeds])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+    def rewind(self) -> None:  # part of the protocol; one pass is all qntz asks for
+        pass
+
+
+def quantize_int8(source: Path, target: Path, recipe: Recipe, params: dict[str, Any],
+                  feeds: list[dict[str, np.ndarray]], calibration: Path) -> None:
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    common = {"op_types_to_quantize": recipe.op_types, "nodes_to_quantize": recipe.nodes,
+              "nodes_to_exclude": recipe.exclude_nodes or None,
+              "per_channel": recipe.per_channel, "weight_type": QuantType.QInt8}
+    with _quiet():
+        if recipe.mode == "dynamic":
+            quantize_dynamic(str(source), str(target), **common)
+            return
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[params["method"]]
+        extra = {"ActivationSymmetric": recipe.symmetric, "WeightSymmetric": True,
+                 "QuantizeBias": recipe.quantize_bias, "CalibPercentile": params["percentile"]}
+        names = _input_names(source)
+        quantize_static(
+            str(source), str(target),
+            FeedReader(feeds, names) if not calibration.is_file() else None,
+            quant_format=QuantFormat.QDQ, calibrate_method=method,
+            activation_type=QuantType.QUInt8 if recipe.activations == "uint8" else QuantType.QInt8,
+            extra_options=extra, calibration_cache_path=str(calibration), **common)
+
+
+def convert_fp16(source: Path, target: Path, params: dict[str, Any]) -> list[str]:
+    """Float16 everywhere but the kept ops; inputs and outputs stay float32 by default."""
+    import onnx
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    model = onnx.load(str(source))
+    blocked = sorted(set(params["exclude_op_types"]))
+    with _quiet():
+        converted = convert_float_to_float16(
+            model, keep_io_types=params["keep_io_types"],
+            op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(blocked)),
+            node_block_list=list(params["exclude_nodes"]) or None)
+    onnx.save(converted, str(target))
+    return blocked
+
+
+def _input_names(path: Path) -> set[str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {i.name for i in model.graph.input}
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """ORT's quantizer logs and warns at length; the summary reports what matters."""
+    import warnings
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)

@@ -1,0 +1,108 @@
+"""`quantize`: INT8 (calibrated Q/DQ or dynamic) or FP16 ONNX, verified and within budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qntz.errors import PipelineError
+from qntz.steps.base import Step, StepContext
+from qntz.steps.capture import _first_line
+
+if TYPE_CHECKING:
+    from qntz.hashing import FileDigests
+    from qntz.pipeline import Pipeline, StepSpec
+
+NAMES = {"type": ["array", "null"], "items": {"type": "string"}, "default": None}
+
+
+class Quantize(Step):
+    kind = "quantize"
+    version = 1
+    help = "INT8 (calibrated Q/DQ, or dynamic) or FP16 ONNX for ONNX Runtime and TensorRT"
+    params = {
+        "precision": {"enum": ["int8", "fp16"], "default": "int8"},
+        "recipe": {"enum": ["auto", "static", "dynamic"], "default": "auto",
+                   "description": "auto: dynamic for transformer graphs, static Q/DQ otherwise"},
+        "target": {"enum": ["onnxruntime", "tensorrt"], "default": "onnxruntime",
+                   "description": "tensorrt: symmetric int8, no bias quantization"},
+        "data": {"type": ["string", "null"], "default": None,
+                 "description": "calibration dataset from `data:` (default: generated)"},
+        "samples": {"type": "integer", "minimum": 1, "default": 16,
+                    "description": "calibration batches"},
+        "method": {"enum": ["minmax", "entropy", "percentile"], "default": "minmax"},
+        "percentile": {"type": "number", "exclusiveMinimum": 0, "maximum": 100,
+                       "default": 99.999},
+        "per_channel": {"type": "boolean", "default": True},
+        "preprocess": {"type": "boolean", "default": True},
+        "op_types": {**NAMES, "description": "quantize only these op types"},
+        "nodes": {**NAMES, "description": "quantize only these nodes"},
+        "exclude_op_types": {"type": "array", "items": {"type": "string"}, "default": [],
+                             "description": "op types kept in float (fp16: in float32)"},
+        "exclude_nodes": {"type": "array", "items": {"type": "string"}, "default": []},
+        "keep_io_types": {"type": "boolean", "default": True,
+                          "description": "fp16: inputs and outputs stay float32"},
+        "max_drop": {"type": ["number", "null"], "minimum": 0, "default": None,
+                     "description": "accuracy budget in `metric`; sensitive nodes stay float"},
+        "metric": {"enum": ["cosine", "top1"], "default": "cosine",
+                   "description": "cosine: 1 - mean cosine; top1: 1 - arg-max agreement"},
+    }
+    libraries = ("onnx", "onnxruntime", "numpy")
+    consumes = ("onnx",)
+    provides = ("onnx",)
+
+    @classmethod
+    def check(cls, step: StepSpec, pipeline: Pipeline) -> None:
+        from qntz.data import check_spec, dataset_spec
+
+        name = step.params["data"]
+        dataset_spec(pipeline, name, pipeline.where(*step.at, "data"))
+        if name:
+            check_spec(pipeline, name)
+        if step.params["precision"] == "fp16" and step.params["max_drop"] is not None:
+            raise PipelineError("`max_drop` applies to int8", where=pipeline.where(*step.at),
+                                hint="remove max_drop, or exclude ops with exclude_op_types")
+
+    @classmethod
+    def key_extras(cls, step: StepSpec, pipeline: Pipeline, digests: FileDigests) -> dict:
+        from qntz.data import data_digest
+
+        if step.params["precision"] == "fp16":
+            return {}
+        return {"data": data_digest(pipeline, step.params["data"], digests)}
+
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        source = ctx.input_providing("onnx")
+        path = source.file("model.onnx")
+        if ctx.params["precision"] == "fp16":
+            summary = _fp16(ctx, path)
+        else:
+            from qntz.int8 import quantize_step
+
+            summary = quantize_step(ctx, path)
+        summary["source"] = source.step_id
+        (ctx.out / "quantize.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+
+def _fp16(ctx: StepContext, path: Path) -> dict[str, Any]:
+    import onnx
+
+    from qntz.onnxinfo import describe
+    from qntz.precision_check import PrecisionMismatch, check_fp16
+    from qntz.quantization import convert_fp16
+
+    target = ctx.out / "model.onnx"
+    try:
+        kept = convert_fp16(path, target, ctx.params)
+    except Exception as exc:
+        raise ctx.fail(f"FP16 conversion failed: {_first_line(exc)}",
+                       hint="keep the failing op in float32 with exclude_op_types") from exc
+    try:
+        verified = check_fp16(onnx.load(str(target)), ctx.params["keep_io_types"])
+    except PrecisionMismatch as exc:
+        raise ctx.fail(f"asked for fp16, got another precision: {exc}",
+                       hint="check exclude_op_types / exclude_nodes") from exc
+    return {"precision": "fp16", "kept_float32_ops": ctx.params["exclude_op_types"],
+            "blocked_by_default": len(kept), **verified, **describe(target)}

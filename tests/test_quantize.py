@@ -1,0 +1,199 @@
+"""quantize: INT8 and FP16 that are verified, within budget, and keyed by their data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import pipeline_text
+
+CALIB = """
+data:
+  calib: {from: npz, path: calib.npz}
+"""
+
+
+def run_ok(ws, path="pipeline.yaml"):
+    result = ws.qntz("run", path)
+    assert result.code == 0, result.out + result.err
+    return result
+
+
+def summary(ws, step: str) -> dict:
+    return json.loads((ws.root / "out" / "t" / step / "quantize.json").read_text())
+
+
+def ops(ws, step: str) -> set[str]:
+    return {n.op_type for n in onnx.load(str(ws.root / "out" / "t" / step / "model.onnx"))
+            .graph.node}
+
+
+def save_calib(ws, n: int = 16, shape=(3, 16, 16), dtype=np.float32, seed=0):
+    data = np.random.default_rng(seed).uniform(0, 1, (n, *shape)).astype(dtype)
+    np.savez(ws.root / "calib.npz", x=data)
+
+
+def cnn_pipeline(ws, steps: str, extra: str = CALIB):
+    save_calib(ws)
+    ws.pipeline(pipeline_text("models.clean:SmallCNN", steps, extra=extra))
+
+
+INT8_FP16 = """
+capture: {uses: trace}
+onnx: {}
+int8: {uses: quantize, data: calib}
+fp16: {uses: quantize, needs: [onnx], precision: fp16}
+compare:
+  needs: [onnx, int8, fp16]
+  tolerances: {int8: {metric: top1, threshold: 0.9}, fp16: {atol: 0.01, rtol: 0.01}}
+"""
+
+
+def test_int8_and_fp16_are_what_they_claim(ws):
+    cnn_pipeline(ws, INT8_FP16)
+    run_ok(ws)
+    int8 = summary(ws, "int8")
+    assert int8["recipe"]["mode"] == "static" and int8["coverage"]["quantized_nodes"] >= 3
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops(ws, "int8")
+    assert int8["calibration"] == {"data": "calib", "batches": 8, "method": "minmax"}
+    fp16 = summary(ws, "fp16")
+    model = onnx.load(str(ws.root / "out" / "t" / "fp16" / "model.onnx"))
+    assert fp16["float16_weights"] > 0 and fp16["float32_weights"] == 0
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    report = json.loads((ws.root / "out" / "t" / "compare" / "report.json").read_text())
+    rows = {c["id"]: c for c in report["candidates"]}
+    assert rows["int8"]["source"] == "onnx" and "speedup_vs_source" in rows["int8"]
+    assert rows["int8"]["top1"] is not None
+
+
+def test_changing_calibration_reruns_quantize_only(ws):
+    cnn_pipeline(ws, INT8_FP16)
+    run_ok(ws)
+    for change in ("method", "data file", "samples"):
+        if change == "method":
+            text = (ws.root / "pipeline.yaml").read_text().replace(
+                "data: calib}", "data: calib, method: percentile}")
+            (ws.root / "pipeline.yaml").write_text(text)
+        elif change == "data file":
+            save_calib(ws, seed=1)
+        else:
+            text = (ws.root / "pipeline.yaml").read_text().replace(
+                "method: percentile}", "method: percentile, samples: 2}")
+            (ws.root / "pipeline.yaml").write_text(text)
+        states = {s["id"]: s for s in json.loads(
+            ws.qntz("status", "pipeline.yaml", "--json").out)["steps"]}
+        stale = {sid for sid, s in states.items() if s["state"] == "stale"}
+        assert stale == {"int8", "compare"}, (change, states)
+        result = run_ok(ws)
+        assert {ln.split()[1] for ln in result.out.splitlines() if ln.startswith("✓")} == {
+            "int8", "compare"}, change
+
+
+def test_precision_check_fails_when_nothing_was_quantized(ws):
+    cnn_pipeline(ws, """
+    capture: {uses: trace}
+    onnx: {}
+    int8: {uses: quantize, data: calib, op_types: [LSTM]}
+    """)
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 1
+    assert "asked for int8, got another precision: no node was quantized" in result.err
+
+
+def test_fp16_check_fails_when_everything_is_kept_float32(ws):
+    cnn_pipeline(ws, """
+    capture: {uses: trace}
+    onnx: {}
+    fp16:
+      uses: quantize
+      precision: fp16
+      exclude_op_types: [Conv, Relu, Gemm, ReduceMean, MatMul, Add, BatchNormalization]
+    """)
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 1
+    assert "asked for fp16, got another precision" in result.err
+
+
+def test_accuracy_budget_keeps_sensitive_nodes_float(ws):
+    cnn_pipeline(ws, """
+    capture: {uses: trace}
+    onnx: {}
+    int8: {uses: quantize, data: calib, per_channel: false}
+    """)
+    run_ok(ws)
+    drop = summary(ws, "int8")["accuracy"]["cosine"]["drop"]
+    assert drop > 0
+    text = (ws.root / "pipeline.yaml").read_text().replace(
+        "per_channel: false}", f"per_channel: false, max_drop: {drop / 3:.3e}}}")
+    (ws.root / "pipeline.yaml").write_text(text)
+    run_ok(ws)
+    within = summary(ws, "int8")
+    assert within["kept_float_for_budget"], within
+    assert within["accuracy"]["cosine"]["drop"] <= drop / 3 * 1.001
+    assert within["coverage"]["quantized_nodes"] >= 1
+
+
+def test_impossible_budget_says_so(ws):
+    cnn_pipeline(ws, """
+    capture: {uses: trace}
+    onnx: {}
+    int8: {uses: quantize, data: calib, max_drop: 0.0, per_channel: false}
+    """)
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 1
+    assert "cannot meet max_drop 0.0" in result.err
+
+
+def test_transformer_graph_gets_dynamic_matmul_recipe(ws):
+    ws.pipeline("""
+    qntz: 1
+    name: t
+    model: {factory: models.clean:TinyTransformer}
+    inputs:
+      x: {shape: [batch, seq, 32], dynamic: {batch: [1, 2, 4], seq: [4, 8, 16]}}
+    steps:
+      capture: {uses: export}
+      onnx: {opset: 18}
+      int8: {uses: quantize}
+      compare: {needs: [onnx, int8], tolerances: {int8: {metric: cosine, threshold: 0.99}}}
+    """)
+    run_ok(ws)
+    recipe = summary(ws, "int8")["recipe"]
+    assert recipe["mode"] == "dynamic" and "transformer" in recipe["why"]
+    assert "MatMulInteger" in ops(ws, "int8") and "Softmax" in ops(ws, "int8")
+
+
+@pytest.mark.parametrize("data, message", [
+    ("{from: npz, path: missing.npz}", "missing.npz not found"),
+    ("{from: npz, path: calib.npz}", "axis 1 is 4, expected 3"),
+    ("{from: npz, path: ints.npz}", "is int64, the model takes float32"),
+    ("{from: images, path: empty}", "no images"),
+    ("{from: callable, function: models.data_sources:broken}", "RuntimeError: sensor offline"),
+    ("{from: callable, function: models.data_sources:nothing}", "is empty"),
+])
+def test_bad_calibration_data_is_a_one_line_error(ws, data, message):
+    save_calib(ws, shape=(4, 16, 16))
+    np.savez(ws.root / "ints.npz", x=np.zeros((4, 3, 16, 16), np.int64))
+    (ws.root / "empty").mkdir()
+    ws.write("models/data_sources.py", """
+    def broken():
+        raise RuntimeError("sensor offline")
+        yield
+
+    def nothing():
+        return iter([])
+    """)
+    ws.pipeline(pipeline_text("models.clean:SmallCNN", """
+    capture: {uses: trace}
+    onnx: {}
+    int8: {uses: quantize, data: calib}
+    """, extra=f"data:\n  calib: {data}\n"))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 2, result.out + result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and "data 'calib'" in lines[0], result.err
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in result.err
