@@ -133,11 +133,32 @@ def _parse_steps(doc: dict[str, Any], pipeline: Pipeline) -> dict[str, StepSpec]
         needs = [needs] if isinstance(needs, str) else list(needs)
         if kind.consumes_model and LOAD_ID not in needs and sid != LOAD_ID:
             needs.append(_load_id(steps, doc))
-        steps[sid] = StepSpec(sid, kind_name, tuple(dict.fromkeys(needs)), body,
-                              kind.with_defaults(body), at)
-        kind.check(steps[sid], pipeline)
+        spec = StepSpec(sid, kind_name, tuple(dict.fromkeys(needs)), body,
+                        kind.with_defaults(body), at)
+        spec = _insert_implicit(spec, steps, pipeline)
+        steps[sid] = spec
+        kind.check(spec, pipeline)
         previous = sid
     return steps
+
+
+def _insert_implicit(spec: StepSpec, steps: dict[str, StepSpec],
+                     pipeline: Pipeline) -> StepSpec:
+    """Steps a kind adds before itself (e.g. the fp16 conversion a TensorRT fp16 build needs).
+
+    Each takes over the step's ONNX input; the step then consumes the last one added.
+    """
+    hook = getattr(KINDS[spec.kind], "implicit_steps", None)
+    added = hook(spec, {**steps, spec.id: spec}, pipeline) if hook else []
+    for new_id, kind_name, given in added:
+        source = next(n for n in reversed(spec.needs) if "onnx" in provided_by(steps[n]))
+        kind = KINDS[kind_name]
+        steps[new_id] = StepSpec(new_id, kind_name, (source,), given, kind.with_defaults(given),
+                                 spec.at)
+        kind.check(steps[new_id], pipeline)
+        needs = tuple(new_id if n == source else n for n in spec.needs)
+        spec = StepSpec(spec.id, spec.kind, needs, spec.given, spec.params, spec.at)
+    return spec
 
 
 def _load_id(steps: dict[str, StepSpec], doc: dict[str, Any]) -> str:

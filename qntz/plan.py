@@ -62,9 +62,11 @@ def why_stale(record: dict[str, Any], previous: dict[str, Any] | None) -> str:
     for name, digest in record["extras"].get("files", {}).items():
         if old_files.get(name) != digest:
             reasons.append(f"source changed: {name}")
-    for name in set(record["extras"]) - {"files"}:
-        if previous.get("extras", {}).get(name) != record["extras"][name]:
-            reasons.append(f"{name} changed")
+    for name in sorted(set(record["extras"]) - {"files"}):
+        old, new = previous.get("extras", {}).get(name), record["extras"][name]
+        if old != new:
+            scalar = isinstance(new, (str, int, float)) and isinstance(old, (str, int, float))
+            reasons.append(f"{name} changed: {old} → {new}" if scalar else f"{name} changed")
     for sid, digest in record["inputs"].items():
         if previous.get("inputs", {}).get(sid) != digest:
             reasons.append(f"input changed: {sid}")

@@ -26,9 +26,17 @@ def describe(result: StepResult) -> str:
         counts: dict[str, int] = {}
         for c in s["candidates"]:
             counts[c["status"]] = counts.get(c["status"], 0) + 1
-        return ", ".join(f"{n} {state}" for state, n in counts.items()) or "no candidates"
+        text = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no candidates"
+        if s.get("unverified"):
+            text += f"; UNVERIFIED (could not run here): {', '.join(s['unverified'])}"
+        return text
     if result.kind == "quantize" and "precision" in s:
         return _quantized(s)
+    if result.kind == "tensorrt" and "engine_bytes" in s:
+        coverage = s.get("precision_coverage")
+        checked = f", {coverage:.0%} of compute layers {s['precision']}" if coverage else ""
+        return (f"{s['runtime']} {s['runtime_version']}, {s['precision']} engine "
+                f"{s['engine_bytes'] / 1024:.0f} KiB for {', '.join(s['targets'])}{checked}")
     if result.kind == "load" and "parameters" in s:
         return f"{s.get('class')}, {s['parameters']:,} parameters"
     if s.get("warnings"):
@@ -122,7 +130,10 @@ def compare_table(console: Console, result: StepResult) -> None:
     style = {"pass": "green", "fail": "red", "error": "red", "not run": "yellow"}
     for c in s.get("candidates", []):
         lat = c.get("latency_ms")
-        table.add_row(c["id"], c["artifact"], f"[{style[c['status']]}]{c['status']}[/]",
+        status = c["status"]
+        if status == "not run":
+            status += ": " + c["reason"].split(" not run: ", 1)[-1]
+        table.add_row(c["id"], c["artifact"], f"[{style[c['status']]}]{escape(status)}[/]",
                       "—" if c.get("max_abs") is None else f"{c['max_abs']:.3g}",
                       "—" if c.get("cosine_min") is None else f"{c['cosine_min']:.6f}",
                       "—" if c.get("top1") is None else f"{c['top1']:.1%}",

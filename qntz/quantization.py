@@ -14,6 +14,7 @@ import numpy as np
 CONV_LIKE = ("Conv", "ConvTranspose")
 MATMUL_LIKE = ("MatMul", "Gemm")
 TENSORRT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+DYNAMIC_OPS = ("MatMul", "Conv")  # what ONNX Runtime quantizes dynamically (not Gemm)
 
 
 @dataclass
@@ -61,8 +62,8 @@ def choose_recipe(model: Any, params: dict[str, Any]) -> Recipe:
                         why="TensorRT: symmetric int8 Q/DQ on weighted ops, bias not quantized")
     elif asked == "dynamic" or (asked == "auto" and looks_like_transformer(model)):
         recipe = Recipe("dynamic", params["per_channel"], "uint8", False, False, None,
-                        weight_nodes(model, MATMUL_LIKE),
-                        why="transformer graph: int8 MatMul/Gemm weights, activations quantized "
+                        weight_nodes(model, DYNAMIC_OPS),
+                        why="transformer graph: int8 MatMul weights, activations quantized "
                         "at run time; normalization and softmax stay float"
                         if asked == "auto" else "dynamic requested")
     else:

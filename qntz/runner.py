@@ -158,7 +158,8 @@ class Session:
         kind = KINDS[spec.kind]
         out = self.cache.workspace(key)
         ctx = StepContext(self.pipeline, spec, spec.params, out, inputs, self.live_model,
-                          lambda text: reporter.message(sid, text), record["extras"])
+                          lambda text: reporter.message(sid, text), record["extras"],
+                          self.cache.root / "shared")
         start = time.perf_counter()
         try:
             summary = kind().run(ctx)

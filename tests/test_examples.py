@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from conftest import REPO
+from qntz import tensorrt_env
 
 
 def test_transformer_encoder_example(ws):
@@ -19,3 +22,21 @@ def test_transformer_encoder_example(ws):
     assert {"batch=1,seq=4", "batch=8,seq=128"} <= seqs
     onnx = json.loads((ws.root / "out" / "encoder" / "qntz.lock.json").read_text())
     assert onnx["steps"]["onnx"]["params"]["opset"] == 18
+
+
+@pytest.mark.skipif(tensorrt_env.version_of("tensorrt-rtx") is None,
+                    reason='TensorRT-RTX not installed (pip install "qntz[tensorrt-rtx]")')
+def test_quickstart_tensorrt_example(ws):
+    shutil.copytree(REPO / "pipelines", ws.root / "pipelines",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    result = ws.qntz("run", "pipelines/quickstart-tensorrt.yaml")
+    assert result.code == 0, result.out + result.err
+    out = ws.root / "out" / "quickstart-tensorrt"
+    for step in ("engine_fp32", "engine_fp16", "engine_int8"):
+        assert (out / step / "engine.plan").is_file() and (out / step / "layers.md").is_file()
+    report = json.loads((out / "compare" / "report.json").read_text())
+    rows = {c["id"]: c for c in report["candidates"]}
+    expected = "pass" if tensorrt_env.gpus() else "not run"
+    assert rows["engine_int8"]["status"] == expected
+    assert json.loads((out / "engine_fp32" / "layers.json").read_text())["targets"] == [
+        "8.6", "8.9"]

@@ -9,10 +9,11 @@ from qntz.steps.load import Load
 from qntz.steps.onnx_export import OnnxExport
 from qntz.steps.quantize import Quantize
 from qntz.steps.simplify import Simplify
+from qntz.steps.tensorrt import TensorRT
 
 KINDS: dict[str, type[Step]] = {
     kind.kind: kind
-    for kind in (Load, Trace, Script, Export, OnnxExport, Simplify, Quantize, Compare)
+    for kind in (Load, Trace, Script, Export, OnnxExport, Simplify, Quantize, TensorRT, Compare)
 }
 
 __all__ = ["KINDS", "Step", "StepContext"]

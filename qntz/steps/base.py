@@ -79,6 +79,7 @@ class StepContext:
     live_model: Callable[[], Any]
     report: Callable[[str], None] = lambda message: None
     extras: dict[str, Any] = field(default_factory=dict)
+    shared: Path = Path(".qntz/cache/shared")  # caches that outlive entries (timing caches)
 
     @property
     def where(self) -> str:

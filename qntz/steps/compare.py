@@ -45,6 +45,8 @@ class Compare(Step):
                   "items": {"type": "object", "additionalProperties": {"type": "integer"}},
                   "description": "dim sizes to test, e.g. [{batch: 1}, {batch: 16}]"},
         "seed": {"type": "integer", "default": 1000},
+        "require": {"type": "array", "items": {"type": "string"}, "default": [],
+                    "description": "candidates that must run here: a 'not run' row fails"},
         "iterations": {"type": "integer", "minimum": 0, "default": 20,
                        "description": "timed runs per model for latency (0: no timing)"},
         "warmup": {"type": "integer", "minimum": 0, "default": 3},
@@ -55,11 +57,11 @@ class Compare(Step):
 
     @classmethod
     def check(cls, step: StepSpec, pipeline: Pipeline) -> None:
-        for name in step.params["tolerances"]:
+        for name in [*step.params["tolerances"], *step.params["require"]]:
             if name not in step.needs:
                 raise PipelineError(
-                    f"step '{step.id}': tolerances name '{name}', which it does not compare",
-                    where=pipeline.where(*step.at, "tolerances", name),
+                    f"step '{step.id}': '{name}' is named in tolerances or require, but it is "
+                    "not compared", where=pipeline.where(*step.at),
                     hint=f"use one of its needs: {', '.join(step.needs)}")
         if step.params["data"]:
             from qntz.data import dataset_spec
@@ -84,13 +86,19 @@ class Compare(Step):
         report = evaluate(ctx)
         (ctx.out / "report.json").write_text(json.dumps(report, indent=1))
         (ctx.out / "report.md").write_text(markdown(report, ctx.pipeline.name))
-        failed = [c for c in report["candidates"] if c["status"] in ("fail", "error")]
+        failed = [c for c in report["candidates"] if c["status"] in ("fail", "error")
+                  or (c["status"] == "not run" and c["id"] in ctx.params["require"])]
         summary: dict[str, Any] = {"passed": not failed, "candidates": [
             {k: c.get(k) for k in ("id", "artifact", "status", "reason", "latency_ms", "speedup",
                                    "speedup_vs_source", "source", "slower_than_source",
                                    "max_abs", "cosine_min", "top1")}
             for c in report["candidates"]],
             "reference": report["reference"]}
+        unverified = [c["id"] for c in report["candidates"] if c["status"] == "not run"]
+        if unverified:
+            summary["unverified"] = unverified
         if failed:
-            summary["failed"] = "; ".join(c["reason"] for c in failed)
+            summary["failed"] = "; ".join(
+                c["reason"] + (" (required by `require`)" if c["status"] == "not run" else "")
+                for c in failed)
         return summary
