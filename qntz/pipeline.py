@@ -94,6 +94,8 @@ def load_pipeline(path: str | Path) -> Pipeline:
     pipeline.steps = _parse_steps(doc, pipeline)
     _check_graph(pipeline)
     _check_step_inputs(pipeline)
+    for spec in pipeline.steps.values():
+        KINDS[spec.kind].check(spec, pipeline)
     return pipeline
 
 
@@ -135,9 +137,7 @@ def _parse_steps(doc: dict[str, Any], pipeline: Pipeline) -> dict[str, StepSpec]
             needs.append(_load_id(steps, doc))
         spec = StepSpec(sid, kind_name, tuple(dict.fromkeys(needs)), body,
                         kind.with_defaults(body), at)
-        spec = _insert_implicit(spec, steps, pipeline)
-        steps[sid] = spec
-        kind.check(spec, pipeline)
+        steps[sid] = _insert_implicit(spec, steps, pipeline)
         previous = sid
     return steps
 
@@ -155,7 +155,6 @@ def _insert_implicit(spec: StepSpec, steps: dict[str, StepSpec],
         kind = KINDS[kind_name]
         steps[new_id] = StepSpec(new_id, kind_name, (source,), given, kind.with_defaults(given),
                                  spec.at)
-        kind.check(steps[new_id], pipeline)
         needs = tuple(new_id if n == source else n for n in spec.needs)
         spec = StepSpec(spec.id, spec.kind, needs, spec.given, spec.params, spec.at)
     return spec

@@ -37,6 +37,13 @@ def describe(result: StepResult) -> str:
         checked = f", {coverage:.0%} of compute layers {s['precision']}" if coverage else ""
         return (f"{s['runtime']} {s['runtime_version']}, {s['precision']} engine "
                 f"{s['engine_bytes'] / 1024:.0f} KiB for {', '.join(s['targets'])}{checked}")
+    if result.kind == "preflight" and "verdicts" in s:
+        verdicts = ", ".join(f"{m} {v}" for m, v in s["verdicts"].items())
+        advice = f"use {s['recommendation']}" if s["recommendation"] else "no safe method"
+        return (f"{advice} ({verdicts}); {s['counts']['error']} errors, "
+                f"{s['counts']['warning']} warnings in {s['seconds']:.1f}s")
+    if "method" in s and result.kind in ("auto", "trace", "script", "export"):
+        return f"captured with {s['method']} (preflight: {s['verdict']})"
     if result.kind == "load" and "parameters" in s:
         return f"{s.get('class')}, {s['parameters']:,} parameters"
     if s.get("warnings"):

@@ -172,7 +172,7 @@ class Session:
             raise
         seconds = time.perf_counter() - start
         summary = {**summary, "seconds": round(seconds, 3)}
-        provides = list(provided_by(spec))
+        provides = summary.pop("provides", None) or list(provided_by(spec))
         artifact = self.cache.commit(sid, key, out, provides, summary, record)
         return StepResult(sid, spec.kind, "ran", seconds, artifact=artifact)
 

@@ -17,7 +17,8 @@ def to_torch(feed: dict[str, np.ndarray], inputs: dict[str, InputSpec]) -> tuple
     """Positional arguments in the order the `inputs` section lists them."""
     args = []
     for name, spec in inputs.items():
-        tensor = torch.from_numpy(np.ascontiguousarray(feed[name]))
+        # a copy: a model that writes into its input must not change the caller's data
+        tensor = torch.from_numpy(np.array(feed[name], copy=True))
         if spec.dtype == "bfloat16":
             tensor = tensor.to(torch.bfloat16)
         args.append(tensor)

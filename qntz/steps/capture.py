@@ -24,63 +24,116 @@ def _user_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
     return seen
 
 
-class Trace(Step):
+def _method(kind: str) -> dict[str, Any]:
+    return {"method": {"enum": ["auto", kind], "default": kind,
+                       "description": "auto: the method preflight recommends"}}
+
+
+class Capture(Step):
+    """trace, script and export share `method: auto`: capture as preflight recommends."""
+
+    libraries = ("torch",)
+    consumes_model = True
+
+    @classmethod
+    def provides_for(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        if params.get("method", cls.kind) == "auto":
+            return ("torchscript", "exported_program")
+        return cls.provides
+
+    @classmethod
+    def check(cls, step: Any, pipeline: Any) -> None:
+        from qntz.errors import PipelineError
+
+        if step.params.get("method", step.kind) != "auto":
+            return
+        if not any(pipeline.steps[n].kind == "preflight" for n in step.needs
+                   if n in pipeline.steps):
+            raise PipelineError(f"step '{step.id}': `method: auto` needs a preflight step",
+                                where=pipeline.where(*step.at),
+                                hint="add `preflight: {}` before it (or to its `needs`)")
+
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        method = ctx.params.get("method", self.kind)
+        if method != "auto":
+            return CAPTURES[method](ctx)
+        preflight = ctx.input_providing("preflight").summary
+        chosen = preflight.get("recommendation")
+        if chosen is None:
+            verdicts = ", ".join(f"{m} {v}" for m, v in preflight["verdicts"].items())
+            raise ctx.fail(f"no capture method gives a correct model ({verdicts})",
+                           hint="fix the findings in the preflight report (report.md)")
+        summary = CAPTURES[chosen](ctx)
+        provides = ["exported_program"] if chosen == "export" else ["torchscript"]
+        return {**summary, "method": chosen, "provides": provides,
+                "verdict": preflight["verdicts"][chosen]}
+
+
+class Auto(Capture):
+    kind = "auto"
+    version = 1
+    help = "capture with the method preflight recommends (trace, script or export)"
+    params = {"method": {"enum": ["auto"], "default": "auto"}}
+    provides = ("torchscript", "exported_program")
+
+
+class Trace(Capture):
     kind = "trace"
     version = 1
     help = "torch.jit.trace at the inputs' opt sizes; saves TorchScript model.pt"
     params = {
+        **_method("trace"),
         "check_trace": {"type": "boolean", "default": True,
                         "description": "re-run the trace on the example and compare"},
         "strict": {"type": "boolean", "default": True,
                    "description": "refuse mutable containers (lists, dicts) as outputs"},
     }
-    libraries = ("torch",)
-    consumes_model = True
     provides = ("torchscript",)
 
-    def run(self, ctx: StepContext) -> dict[str, Any]:
-        import torch
 
-        from qntz.inputs import capture_example
-        from qntz.torchio import quiet_torch, to_torch
+def _trace(ctx: StepContext) -> dict[str, Any]:
+    import torch
 
-        model = ctx.live_model()
-        args = to_torch(capture_example(ctx.pipeline.inputs), ctx.pipeline.inputs)
-        with quiet_torch() as caught, torch.no_grad():
-            try:
-                traced = torch.jit.trace(model, args, check_trace=ctx.params["check_trace"],
-                                         strict=ctx.params["strict"])
-            except Exception as exc:
-                raise ctx.fail(f"cannot trace the model: {_first_line(exc)}",
-                               hint="fix that line, or capture with `uses: script` or "
-                               "`uses: export`") from exc
-        traced.save(str(ctx.out / "model.pt"))
-        return {"warnings": _user_warnings(caught)}
+    from qntz.inputs import capture_example
+    from qntz.torchio import quiet_torch, to_torch
+
+    model = ctx.live_model()
+    args = to_torch(capture_example(ctx.pipeline.inputs), ctx.pipeline.inputs)
+    with quiet_torch() as caught, torch.no_grad():
+        try:
+            traced = torch.jit.trace(model, args,
+                                     check_trace=ctx.params.get("check_trace", True),
+                                     strict=ctx.params.get("strict", True))
+        except Exception as exc:
+            raise ctx.fail(f"cannot trace the model: {_first_line(exc)}",
+                           hint="fix that line, or capture with `uses: script` or "
+                           "`uses: export`") from exc
+    traced.save(str(ctx.out / "model.pt"))
+    return {"warnings": _user_warnings(caught)}
 
 
-class Script(Step):
+class Script(Capture):
     kind = "script"
     version = 1
     help = "torch.jit.script; saves TorchScript model.pt"
-    params: dict[str, dict[str, Any]] = {}
-    libraries = ("torch",)
-    consumes_model = True
+    params = _method("script")
     provides = ("torchscript",)
 
-    def run(self, ctx: StepContext) -> dict[str, Any]:
-        import torch
 
-        from qntz.torchio import quiet_torch
+def _script(ctx: StepContext) -> dict[str, Any]:
+    import torch
 
-        with quiet_torch() as caught:
-            try:
-                scripted = torch.jit.script(ctx.live_model())
-            except Exception as exc:
-                raise ctx.fail(f"cannot script the model: {_script_error(exc)}",
-                               hint="add type hints or rewrite that construct, or capture with "
-                               "`uses: trace` / `uses: export`") from exc
-        scripted.save(str(ctx.out / "model.pt"))
-        return {"warnings": _user_warnings(caught)}
+    from qntz.torchio import quiet_torch
+
+    with quiet_torch() as caught:
+        try:
+            scripted = torch.jit.script(ctx.live_model())
+        except Exception as exc:
+            raise ctx.fail(f"cannot script the model: {_script_error(exc)}",
+                           hint="add type hints or rewrite that construct, or capture with "
+                           "`uses: trace` / `uses: export`") from exc
+    scripted.save(str(ctx.out / "model.pt"))
+    return {"warnings": _user_warnings(caught)}
 
 
 def _script_error(exc: BaseException) -> str:
@@ -91,34 +144,37 @@ def _script_error(exc: BaseException) -> str:
     return f"{message} ({location})" if location else message
 
 
-class Export(Step):
+class Export(Capture):
     kind = "export"
     version = 1
     help = "torch.export with dynamic dims from `inputs`; saves the ExportedProgram model.pt2"
     params = {
+        **_method("export"),
         "strict": {"type": "boolean", "default": False,
                    "description": "trace with TorchDynamo (strict) instead of non-strict mode"},
     }
-    libraries = ("torch",)
-    consumes_model = True
     provides = ("exported_program",)
 
-    def run(self, ctx: StepContext) -> dict[str, Any]:
-        import torch
 
-        from qntz.inputs import capture_example
-        from qntz.torchio import dynamic_shapes, quiet_torch, to_torch
+def _export(ctx: StepContext) -> dict[str, Any]:
+    import torch
 
-        inputs = ctx.pipeline.inputs
-        args = to_torch(capture_example(inputs), inputs)
-        with quiet_torch() as caught:
-            try:
-                program = torch.export.export(ctx.live_model(), args,
-                                              dynamic_shapes=dynamic_shapes(inputs),
-                                              strict=ctx.params["strict"])
-            except Exception as exc:
-                raise ctx.fail(f"cannot export the model: {_first_line(exc)}",
-                               hint="rewrite data-dependent control flow with torch.cond / "
-                               "torch.where, or capture with `uses: script`") from exc
-        torch.export.save(program, str(ctx.out / "model.pt2"))
-        return {"warnings": _user_warnings(caught)}
+    from qntz.inputs import capture_example
+    from qntz.torchio import dynamic_shapes, quiet_torch, to_torch
+
+    inputs = ctx.pipeline.inputs
+    args = to_torch(capture_example(inputs), inputs)
+    with quiet_torch() as caught:
+        try:
+            program = torch.export.export(ctx.live_model(), args,
+                                          dynamic_shapes=dynamic_shapes(inputs),
+                                          strict=ctx.params.get("strict", False))
+        except Exception as exc:
+            raise ctx.fail(f"cannot export the model: {_first_line(exc)}",
+                           hint="rewrite data-dependent control flow with torch.cond / "
+                           "torch.where, or capture with `uses: script`") from exc
+    torch.export.save(program, str(ctx.out / "model.pt2"))
+    return {"warnings": _user_warnings(caught)}
+
+
+CAPTURES = {"trace": _trace, "script": _script, "export": _export}

@@ -53,7 +53,12 @@ class OnnxExport(Step):
                            f"{_first_line(exc)}",
                            hint="try another opset or `exporter:`, or run preflight to find "
                            "the operator") from exc
-        return {"exporter": exporter, **describe(path)}
+        facts = describe(path)
+        if facts["opset"] != ctx.params["opset"]:
+            raise ctx.fail(f"asked for opset {ctx.params['opset']}, the {exporter} exporter "
+                           f"wrote opset {facts['opset']} (it could not convert down)",
+                           hint=f"set opset: {facts['opset']}, or exporter: torchscript")
+        return {"exporter": exporter, **facts}
 
 
 def _pick_source(ctx: StepContext) -> Any:
@@ -69,14 +74,16 @@ def _quiet() -> Any:
     """The exporters print progress and log registry noise; qntz shows its own progress."""
     from qntz.torchio import quiet_torch
 
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with quiet_torch(), contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _export(ctx: StepContext, source: Any, exporter: str, path: Path) -> None:

@@ -1,5 +1,8 @@
 """Models that trace "successfully" and are wrong: qntz must catch each of them."""
 
+import math
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,3 +39,63 @@ class NoOnnxOperator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         square = x @ x.transpose(-1, -2) + torch.eye(x.shape[-1])
         return torch.linalg.inv(square)
+
+
+class NumpyCall(nn.Module):
+    """A NumPy call inside forward: tracing bakes its result in as a constant."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        squashed = np.tanh(x.detach().numpy())
+        return torch.from_numpy(squashed) * 2
+
+
+class ItemScale(nn.Module):
+    """`.item()` turns a tensor value into a Python float that tracing freezes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        peak = x.abs().max().item()
+        return x / (peak + 1.0)
+
+
+class MathOnTensor(nn.Module):
+    """`math.exp` on a tensor value: computed outside the graph."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * math.exp(x.mean())
+
+
+class DeviceLiteral(nn.Module):
+    """A tensor created on a literal device: tracing pins the graph to it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.ones(x.shape[-1], device="cpu")
+
+
+class NumpyOutput(nn.Module):
+    """Returns a NumPy array: not a tensor, so no exporter can carry it."""
+
+    def forward(self, x: torch.Tensor):
+        return (x * 2).detach().numpy()
+
+
+class TwoDevices(nn.Module):
+    """A buffer on another device than the parameters (meta stands in for a second GPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(16, 4)
+        self.register_buffer("table", torch.ones(4, device="meta"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class GeneratorSum(nn.Module):
+    """A generator expression: TorchScript refuses it; trace and export are fine."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(16, 16) for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(layer(x) for layer in self.layers)

@@ -1,0 +1,153 @@
+"""Each capture method tried for real, and the ONNX export at the pipeline's opset."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import warnings
+from typing import Any
+
+from qntz.inputs import capture_example
+from qntz.preflight_checks import FIXES, Checks, _line1
+
+SCRIPT_FIXES = [
+    (("Expected a value of type", "inferred", "type annotation", "annotat"),
+     "add type hints to the arguments (TorchScript assumes Tensor)"),
+    (("undefined value", "global"), "make the global an attribute of the module or a constant"),
+    (("numpy", "Python builtin", "builtin_function_or_method"),
+     "use torch ops instead of NumPy or Python builtins"),
+    (("not supported", "NotSupported", "Unsupported", "cannot"),
+     "rewrite the construct in TorchScript's subset of Python (no generators, lambdas, "
+     "*args/**kwargs), or capture with `uses: trace` / `uses: export`"),
+]
+
+
+def try_trace(checks: Checks) -> None:
+    import torch
+
+    example = checks.args(capture_example(checks.inputs))
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        try:
+            traced = torch.jit.trace(checks.model, example, check_trace=False)
+        except Exception as exc:
+            checks.add("trace-fails", "error", ["trace"], f"tracing fails: {_line1(exc)}",
+                       "capture with `uses: script` or `uses: export`",
+                       checks.user.in_traceback(exc))
+            checks.verdicts["trace"] = "fails"
+            return
+    for w in caught:
+        if "TracerWarning" in type(w.message).__name__ and checks.user.owns(w.filename):
+            checks.add("trace-python-value", "warning", ["trace"],
+                       f"the tracer records a constant: {str(w.message).splitlines()[0]}",
+                       FIXES["data-dependent"], (w.filename, w.lineno))
+    _device_constants(checks, traced)
+    checks.captured["trace"] = traced
+    checks.verdicts["trace"] = "ok" if checks.agrees("trace", traced) else "fails"
+
+
+def _device_constants(checks: Checks, traced: Any) -> None:
+    for node in traced.inlined_graph.nodes():
+        if node.kind() == "prim::Constant" and node.output().type().kind() == "DeviceObjType":
+            where = checks.user.in_text(str(node.sourceRange()))
+            if where[0]:
+                checks.add("trace-device-constant", "warning", ["trace"],
+                           f"the device '{node.output().toIValue()}' is frozen into the traced "
+                           "graph", "create tensors with device=x.device (and dtype=x.dtype) "
+                           "from an input; or capture with `uses: export`", where)
+
+
+def try_script(checks: Checks) -> None:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            scripted = torch.jit.script(checks.model)
+        except Exception as exc:
+            text = str(exc)
+            fix = next((f for keys, f in SCRIPT_FIXES if any(k in text for k in keys)),
+                       SCRIPT_FIXES[-1][1])
+            checks.add("script-unsupported", "error", ["script"],
+                       f"scripting fails: {_line1(exc)}", fix, checks.user.in_text(text))
+            checks.verdicts["script"] = "fails"
+            return
+    checks.captured["script"] = scripted
+    checks.verdicts["script"] = "ok" if checks.agrees("script", scripted) else "fails"
+
+
+def try_export(checks: Checks) -> None:
+    import torch
+
+    from qntz.torchio import dynamic_shapes
+
+    example = checks.args(capture_example(checks.inputs))
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.export.export(checks.model, example,
+                                          dynamic_shapes=dynamic_shapes(checks.inputs),
+                                          strict=False)
+        except Exception as exc:
+            _export_finding(checks, exc)
+            checks.verdicts["export"] = "fails"
+            return
+    module = program.module()
+    checks.captured["export"] = program
+    checks.verdicts["export"] = "ok" if checks.agrees("export", module) else "fails"
+
+
+def _export_finding(checks: Checks, exc: BaseException) -> None:
+    text, where = str(exc), checks.user.in_traceback(exc)
+    name = type(exc).__name__
+    if "DataDependent" in name or "data-dependent" in text or "data dependent" in text:
+        rule, fix = "export-data-dependent", FIXES["control-flow"]
+        message = "torch.export cannot guard on a data-dependent value"
+    elif "Constraints violated" in text or "specializ" in text or "ConstraintViolation" in name:
+        rule, fix = "export-dynamic-dim", FIXES["frozen-shape"]
+        dims = ", ".join(sorted(set(re.findall(r"Dim\('?(\w+)", text)))) or "a dynamic dim"
+        message = f"torch.export specialized {dims} to the capture example's size"
+    else:
+        rule, fix = "export-unsupported", "rewrite that construct, or capture with `uses: script`"
+        message = f"torch.export fails: {_line1(exc)}"
+    checks.add(rule, "error", ["export"], f"{message} ({name})", fix, where)
+
+
+def _call_site(checks: Checks, op: str) -> tuple[str | None, int | None]:
+    """Where the user's code called the torch function behind an ATen operator."""
+    names = sorted((n for n in checks.calls if n and (op.startswith(n) or n.startswith(op))),
+                   key=len, reverse=True)
+    return checks.calls[names[0]] if names else (None, None)
+
+
+def try_onnx(checks: Checks) -> None:
+    """Export the first working capture at the pipeline's opset, as the onnx step would."""
+    import torch
+
+    order = [*checks.uses, "export", "trace", "script"]  # as the pipeline would export
+    method = next((m for m in order if m in checks.captured), None)
+    if method is None:
+        return
+    model = checks.captured[method]
+    example = checks.args(capture_example(checks.inputs))
+    sink = io.BytesIO()
+    try:
+        from qntz.steps.onnx_export import _quiet
+
+        with _quiet(), contextlib.redirect_stderr(io.StringIO()):
+            torch.onnx.export(model, example, sink, opset_version=checks.opset,
+                              dynamo=method == "export")
+        checks.verdicts["onnx"] = "ok"
+    except Exception as exc:
+        text = str(exc)
+        operator = re.search(r"operator '([\w:.]+)'", text) or re.search(
+            r"No ONNX function found for <OpOverload\(op='([\w.]+)'", text)
+        op = operator.group(1).replace("aten.", "aten::") if operator else None
+        where = _call_site(checks, op.split("::")[-1]) if op else (None, None)
+        message = (f"{op} has no ONNX exporter at opset {checks.opset}" if op
+                   else f"ONNX export at opset {checks.opset} fails: {_line1(exc)}")
+        checks.add("onnx-unsupported-op", "error", ["onnx"], message,
+                   "use another opset (`onnx: {opset: N}`), the dynamo exporter, or replace "
+                   "the operator with ones ONNX has", where)
+        checks.verdicts["onnx"] = "fails"
