@@ -33,3 +33,9 @@ class StepFailed(QntzError):
 
 class ComparisonFailed(StepFailed):
     """A candidate disagreed with the reference beyond tolerance: exit 1."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message: what fits in a one-line error."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:limit]

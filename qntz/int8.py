@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from qntz.errors import PipelineError
+from qntz.errors import PipelineError, first_line
 from qntz.steps.base import StepContext
-from qntz.steps.capture import _first_line
 
 MAX_SENSITIVITY_NODES = 48
 
@@ -79,7 +78,7 @@ def _builder(ctx: StepContext, prepared: Path, recipe: Any, feeds: list, work: P
         try:
             quantize_int8(prepared, target, variant, ctx.params, feeds, work / "calibration.json")
         except Exception as exc:
-            raise ctx.fail(f"INT8 quantization failed: {_first_line(exc)}",
+            raise ctx.fail(f"INT8 quantization failed: {first_line(exc)}",
                            hint="exclude the failing node or op type (exclude_nodes / "
                            "exclude_op_types), or try recipe: dynamic") from exc
         wanted = [n for n in intended if n not in keep_float]

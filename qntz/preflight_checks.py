@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from qntz.errors import first_line
 from qntz.findings import METHODS, Finding, UserCode, definition_line
 from qntz.inputs import InputSpec, capture_example, generate, opt_sizes, size_variants
 
@@ -74,7 +75,7 @@ class Checks:
                 try:
                     got = flatten_outputs(call(*self.args(feed)))
                 except Exception as exc:
-                    self._disagreement(method, kind, label, f"fails to run: {_line1(exc)}")
+                    self._disagreement(method, kind, label, f"fails to run: {first_line(exc)}")
                     return False
             if len(got) != len(want) or any(
                     g.shape != w.shape or not np.allclose(g, w, rtol=1e-3, atol=1e-4,
@@ -118,7 +119,7 @@ class Checks:
                 output = self.model(*example)
             except Exception as exc:
                 self.add("forward-fails", "error", list(METHODS),
-                         f"forward fails on the `inputs` example: {_line1(exc)}",
+                         f"forward fails on the `inputs` example: {first_line(exc)}",
                          "make `inputs` match forward's arguments (names, shapes, dtypes)",
                          self.user.in_traceback(exc))
                 return None
@@ -202,11 +203,6 @@ FIXES = {
     "frozen-shape": "derive sizes in torch (x.shape used directly, reshape(x.shape[0], -1), "
                     "flatten) instead of int(...) or Python arithmetic, or use `uses: export`",
 }
-
-
-def _line1(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:240]
 
 
 def quiet() -> Any:

@@ -8,8 +8,9 @@ import re
 import warnings
 from typing import Any
 
+from qntz.errors import first_line
 from qntz.inputs import capture_example
-from qntz.preflight_checks import FIXES, Checks, _line1
+from qntz.preflight_checks import FIXES, Checks
 
 SCRIPT_FIXES = [
     (("Expected a value of type", "inferred", "type annotation", "annotat"),
@@ -32,7 +33,7 @@ def try_trace(checks: Checks) -> None:
         try:
             traced = torch.jit.trace(checks.model, example, check_trace=False)
         except Exception as exc:
-            checks.add("trace-fails", "error", ["trace"], f"tracing fails: {_line1(exc)}",
+            checks.add("trace-fails", "error", ["trace"], f"tracing fails: {first_line(exc)}",
                        "capture with `uses: script` or `uses: export`",
                        checks.user.in_traceback(exc))
             checks.verdicts["trace"] = "fails"
@@ -70,7 +71,7 @@ def try_script(checks: Checks) -> None:
             fix = next((f for keys, f in SCRIPT_FIXES if any(k in text for k in keys)),
                        SCRIPT_FIXES[-1][1])
             checks.add("script-unsupported", "error", ["script"],
-                       f"scripting fails: {_line1(exc)}", fix, checks.user.in_text(text))
+                       f"scripting fails: {first_line(exc)}", fix, checks.user.in_text(text))
             checks.verdicts["script"] = "fails"
             return
     checks.captured["script"] = scripted
@@ -110,7 +111,7 @@ def _export_finding(checks: Checks, exc: BaseException) -> None:
         message = f"torch.export specialized {dims} to the capture example's size"
     else:
         rule, fix = "export-unsupported", "rewrite that construct, or capture with `uses: script`"
-        message = f"torch.export fails: {_line1(exc)}"
+        message = f"torch.export fails: {first_line(exc)}"
     checks.add(rule, "error", ["export"], f"{message} ({name})", fix, where)
 
 
@@ -146,7 +147,7 @@ def try_onnx(checks: Checks) -> None:
         op = operator.group(1).replace("aten.", "aten::") if operator else None
         where = _call_site(checks, op.split("::")[-1]) if op else (None, None)
         message = (f"{op} has no ONNX exporter at opset {checks.opset}" if op
-                   else f"ONNX export at opset {checks.opset} fails: {_line1(exc)}")
+                   else f"ONNX export at opset {checks.opset} fails: {first_line(exc)}")
         checks.add("onnx-unsupported-op", "error", ["onnx"], message,
                    "use another opset (`onnx: {opset: N}`), the dynamo exporter, or replace "
                    "the operator with ones ONNX has", where)

@@ -76,3 +76,20 @@ def pipeline_text(factory: str, steps: str, shape: str = "[batch, 3, 16, 16]",
             dynamic: {dynamic}
             range: [0.0, 1.0]
         """) + extra + "steps:\n" + textwrap.indent(textwrap.dedent(steps).strip(), "  ") + "\n"
+
+
+TRANSFORMER = """\
+qntz: 1
+name: t
+model: {factory: models.clean:TinyTransformer}
+inputs:
+  x: {shape: [batch, seq, 32], dynamic: {batch: [1, 2, 4], seq: [4, 8, 16]}}
+steps:
+  capture: {uses: export}
+  onnx: {opset: 18}
+"""
+
+
+def transformer_pipeline(steps: str) -> str:
+    """The small transformer, exported; `steps` are added after its onnx step."""
+    return TRANSFORMER + textwrap.indent(textwrap.dedent(steps).strip(), "  ") + "\n"

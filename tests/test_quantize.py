@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import pipeline_text
+from conftest import pipeline_text, transformer_pipeline
 
 CALIB = """
 data:
@@ -148,18 +148,10 @@ def test_impossible_budget_says_so(ws):
 
 
 def test_transformer_graph_gets_dynamic_matmul_recipe(ws):
-    ws.pipeline("""
-    qntz: 1
-    name: t
-    model: {factory: models.clean:TinyTransformer}
-    inputs:
-      x: {shape: [batch, seq, 32], dynamic: {batch: [1, 2, 4], seq: [4, 8, 16]}}
-    steps:
-      capture: {uses: export}
-      onnx: {opset: 18}
-      int8: {uses: quantize}
-      compare: {needs: [onnx, int8], tolerances: {int8: {metric: cosine, threshold: 0.99}}}
-    """)
+    ws.pipeline(transformer_pipeline("""
+    int8: {uses: quantize}
+    compare: {needs: [onnx, int8], tolerances: {int8: {metric: cosine, threshold: 0.99}}}
+    """))
     run_ok(ws)
     recipe = summary(ws, "int8")["recipe"]
     assert recipe["mode"] == "dynamic" and "transformer" in recipe["why"]
@@ -197,3 +189,27 @@ def test_bad_calibration_data_is_a_one_line_error(ws, data, message):
     assert len(lines) == 1 and "data 'calib'" in lines[0], result.err
     assert message in lines[0], lines[0]
     assert "Traceback" not in result.err
+
+
+def test_image_folder_and_npy_calibration(ws):
+    from PIL import Image
+
+    folder = ws.root / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        pixels = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    np.save(ws.root / "calib.npy", rng.uniform(0, 1, (4, 3, 16, 16)).astype(np.float32))
+    ws.pipeline(pipeline_text("models.clean:SmallCNN", """
+    capture: {uses: trace}
+    onnx: {}
+    from_images: {uses: quantize, needs: [onnx], data: photos}
+    from_npy: {uses: quantize, needs: [onnx], data: arrays}
+    """, extra="data:\n"
+          "  photos: {from: images, path: images, size: [16, 16], batch: 2,\n"
+          "           mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}\n"
+          "  arrays: {from: npy, path: calib.npy}\n"))
+    run_ok(ws)
+    assert summary(ws, "from_images")["calibration"]["batches"] == 3
+    assert summary(ws, "from_npy")["calibration"]["batches"] == 2

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from conftest import pipeline_text
+from conftest import pipeline_text, transformer_pipeline
 from qntz import tensorrt_env
 
 HAS_RTX = tensorrt_env.version_of("tensorrt-rtx") is not None
@@ -88,20 +88,12 @@ def test_engines_are_not_run_without_gpu_and_say_so(ws):
 
 @needs_rtx
 def test_dynamic_model_with_two_profiles(ws):
-    ws.pipeline("""
-    qntz: 1
-    name: t
-    model: {factory: models.clean:TinyTransformer}
-    inputs:
-      x: {shape: [batch, seq, 32], dynamic: {batch: [1, 2, 4], seq: [4, 8, 16]}}
-    steps:
-      capture: {uses: export}
-      onnx: {opset: 18}
-      engine:
-        uses: tensorrt
-        runtime: tensorrt-rtx
-        profiles: [{x: {min: [1, 16, 32], opt: [8, 32, 32], max: [8, 64, 32]}}]
-    """)
+    ws.pipeline(transformer_pipeline("""
+    engine:
+      uses: tensorrt
+      runtime: tensorrt-rtx
+      profiles: [{x: {min: [1, 16, 32], opt: [8, 32, 32], max: [8, 64, 32]}}]
+    """))
     result = ws.qntz("run", "pipeline.yaml")
     assert result.code == 0, result.out + result.err
     summary = layers(ws, "engine")

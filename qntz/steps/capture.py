@@ -5,12 +5,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from qntz.errors import first_line
 from qntz.steps.base import Step, StepContext
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[0][:300] if lines else type(exc).__name__
 
 
 def _user_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
@@ -105,7 +101,7 @@ def _trace(ctx: StepContext) -> dict[str, Any]:
                                      check_trace=ctx.params.get("check_trace", True),
                                      strict=ctx.params.get("strict", True))
         except Exception as exc:
-            raise ctx.fail(f"cannot trace the model: {_first_line(exc)}",
+            raise ctx.fail(f"cannot trace the model: {first_line(exc)}",
                            hint="fix that line, or capture with `uses: script` or "
                            "`uses: export`") from exc
     traced.save(str(ctx.out / "model.pt"))
@@ -170,7 +166,7 @@ def _export(ctx: StepContext) -> dict[str, Any]:
                                           dynamic_shapes=dynamic_shapes(inputs),
                                           strict=ctx.params.get("strict", False))
         except Exception as exc:
-            raise ctx.fail(f"cannot export the model: {_first_line(exc)}",
+            raise ctx.fail(f"cannot export the model: {first_line(exc)}",
                            hint="rewrite data-dependent control flow with torch.cond / "
                            "torch.where, or capture with `uses: script`") from exc
     torch.export.save(program, str(ctx.out / "model.pt2"))

@@ -8,9 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from qntz.errors import PipelineError
+from qntz.errors import PipelineError, first_line
 from qntz.steps.base import Step, StepContext
-from qntz.steps.capture import _first_line
 
 
 class OnnxExport(Step):
@@ -50,7 +49,7 @@ class OnnxExport(Step):
             raise
         except Exception as exc:
             raise ctx.fail(f"ONNX export ({exporter}, opset {ctx.params['opset']}) failed: "
-                           f"{_first_line(exc)}",
+                           f"{first_line(exc)}",
                            hint="try another opset or `exporter:`, or run preflight to find "
                            "the operator") from exc
         facts = describe(path)

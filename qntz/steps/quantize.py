@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qntz.errors import PipelineError
+from qntz.errors import PipelineError, first_line
 from qntz.steps.base import Step, StepContext
-from qntz.steps.capture import _first_line
 
 if TYPE_CHECKING:
     from qntz.hashing import FileDigests
@@ -97,7 +96,7 @@ def _fp16(ctx: StepContext, path: Path) -> dict[str, Any]:
     try:
         kept = convert_fp16(path, target, ctx.params)
     except Exception as exc:
-        raise ctx.fail(f"FP16 conversion failed: {_first_line(exc)}",
+        raise ctx.fail(f"FP16 conversion failed: {first_line(exc)}",
                        hint="keep the failing op in float32 with exclude_op_types") from exc
     try:
         verified = check_fp16(onnx.load(str(target)), ctx.params["keep_io_types"])

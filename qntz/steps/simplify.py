@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from qntz.errors import first_line
 from qntz.steps.base import Step, StepContext
-from qntz.steps.capture import _first_line
 
 
 class Simplify(Step):
@@ -36,7 +36,7 @@ class Simplify(Step):
         try:
             simplified = _simplify(model, backend)
         except Exception as exc:
-            raise ctx.fail(f"{backend} failed: {_first_line(exc)}",
+            raise ctx.fail(f"{backend} failed: {first_line(exc)}",
                            hint="try `backend: onnxslim`, or drop this step") from exc
         target = ctx.out / "model.onnx"
         onnx.save(simplified, str(target))
