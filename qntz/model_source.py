@@ -16,6 +16,14 @@ def split_factory(factory: str) -> tuple[str, str]:
     return module, attr
 
 
+def display_path(path: str | Path, root: Path) -> str:
+    """A source path as a person wants to read it: relative to the pipeline when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def local_module_file(module: str, root: Path) -> Path | None:
     """`a.b` next to the pipeline file: root/a/b.py or root/a/b/__init__.py."""
     base = root.joinpath(*module.split("."))

@@ -41,6 +41,12 @@ CASES = {
     "TwoDevices": (VECTOR, {"multi-device": (["trace", "script", "export"], None)}, {}),
     "GeneratorSum": (VECTOR, {"script-unsupported": (["script"], "sum(layer(x)")},
                      {"trace": "ok", "script": "fails", "export": "ok"}),
+    "TolistLoop": (VECTOR, {"tensor-to-python": (["trace", "export"], "x.mean(dim=0).tolist()")},
+                   {"trace": "fails", "export": "risky"}),
+    "MissingTypeHint": (VECTOR, {"script-unsupported": (["script"], "def forward(self, x, f")},
+                        {"trace": "ok", "script": "fails", "export": "ok"}),
+    "UsesGlobal": (VECTOR, {"script-unsupported": (["script"], 'return x * LOOKUP["scale"]')},
+                   {"trace": "ok", "script": "fails", "export": "ok"}),
     "NoOnnxOperator": (MATRIX, {"onnx-unsupported-op": (["onnx"], "return torch.linalg.inv(")},
                        {"trace": "risky", "export": "ok", "onnx": "fails"}),
 }
@@ -65,7 +71,7 @@ def test_hazard_is_flagged_with_rule_methods_and_line(ws, name):
         assert rule in by_rule, (rule, report["findings"])
         finding = by_rule[rule]
         assert finding["methods"] == methods
-        assert finding["file"].endswith("hazards.py") and finding["fix"]
+        assert finding["file"] == "models/hazards.py" and finding["fix"]
         if marker:
             assert finding["line"] == line_of(marker), finding
     for method, verdict in verdicts.items():
@@ -80,7 +86,8 @@ def test_clean_models_have_no_findings(ws, name):
     assert report["recommendation"] == "export"
 
 
-TRUTH_MODELS = ["DataDependentIf", "BakedBatch", "ItemScale", "DeviceLiteral", "GeneratorSum"]
+TRUTH_MODELS = ["DataDependentIf", "BakedBatch", "NumpyCall", "ItemScale", "MathOnTensor",
+                "DeviceLiteral", "GeneratorSum", "TolistLoop", "MissingTypeHint", "UsesGlobal"]
 
 
 @pytest.mark.parametrize("name", TRUTH_MODELS)

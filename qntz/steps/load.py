@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qntz.errors import PipelineError, StepFailed
-from qntz.model_source import import_factory, source_files, split_factory
+from qntz.model_source import display_path, import_factory, source_files, split_factory
 from qntz.steps.base import Step, StepContext
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class Load(Step):
             except PipelineError as exc:
                 exc.where = pipeline.where(*step.at, "factory")
                 raise
-            files.update({_display(p, root): digests.of(p) for p in paths})
+            files.update({display_path(p, root): digests.of(p) for p in paths})
         for name in ("weights", "torchscript", "onnx"):
             if name in params:
                 files[params[name]] = digests.of(root / params[name])
@@ -86,13 +86,6 @@ class Load(Step):
         summary["fingerprint"] = ctx.extras["files"]
         (ctx.out / "model.json").write_text(json.dumps({**summary, "params": params}, indent=1))
         return summary
-
-
-def _display(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 def build_model(params: dict[str, Any], pipeline: Pipeline, where: str) -> Any:

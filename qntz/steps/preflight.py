@@ -105,7 +105,12 @@ def check_model(ctx: StepContext) -> dict[str, Any]:
     verdicts = {m: _verdict(m, checks) for m in ctx.params["methods"]}
     if "onnx" in checks.verdicts:
         verdicts["onnx"] = checks.verdicts["onnx"]
+    from qntz.model_source import display_path
+
     findings = [f.as_dict() for f in checks.findings]
+    for finding in findings:
+        if finding["file"]:
+            finding["file"] = display_path(finding["file"], ctx.pipeline.root)
     return {"verdicts": verdicts, "recommendation": recommend(verdicts),
             "findings": findings, "opset": ctx.extras["opset"], "uses": ctx.extras["uses"],
             "counts": {s: sum(f["severity"] == s for f in findings)

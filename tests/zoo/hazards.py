@@ -99,3 +99,28 @@ class GeneratorSum(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return sum(layer(x) for layer in self.layers)
+
+
+class TolistLoop(nn.Module):
+    """`.tolist()` turns a tensor into Python numbers that a loop then uses."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = x.mean(dim=0).tolist()
+        return x * sum(weights)
+
+
+class MissingTypeHint(nn.Module):
+    """An unannotated int argument: TorchScript assumes Tensor and refuses the default."""
+
+    def forward(self, x, factor=2):
+        return x * factor
+
+
+LOOKUP = {"scale": 3.0}
+
+
+class UsesGlobal(nn.Module):
+    """Reads a module-level dict: TorchScript cannot use arbitrary Python globals."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * LOOKUP["scale"]
