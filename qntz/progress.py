@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.status import Status
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from qntz.runner import StepResult
 
@@ -63,86 +62,93 @@ def _quantized(s: dict[str, Any]) -> str:
 
 
 class ConsoleReporter:
-    """Prints each finished step; shows a live spinner with elapsed time for running ones."""
+    """Prints each finished step; a spinner with elapsed time for each running one."""
 
     def __init__(self, console: Console):
         self.console = console
-        self._running: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
-        self._status: Status | None = None
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
 
     def started(self, step_id: str, kind: str) -> None:
         with self._lock:
-            self._running[step_id] = (time.perf_counter(), kind)
-            self._refresh()
+            if not self.console.is_terminal:
+                return
+            if self._progress is None:
+                self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                          TimeElapsedColumn(), console=self.console,
+                                          transient=True)
+                self._progress.start()
+            self._tasks[step_id] = self._progress.add_task(self._text(step_id, kind))
 
     def message(self, step_id: str, text: str) -> None:
         with self._lock:
-            if step_id in self._running:
-                start, _ = self._running[step_id]
-                self._running[step_id] = (start, text)
-                self._refresh()
+            if self._progress is not None and step_id in self._tasks:
+                self._progress.update(self._tasks[step_id],
+                                      description=self._text(step_id, text))
 
     def finished(self, result: StepResult) -> None:
         with self._lock:
-            self._running.pop(result.id, None)
-            self._refresh()
+            if self._progress is not None and result.id in self._tasks:
+                self._progress.remove_task(self._tasks.pop(result.id))
             seconds = f"{result.seconds:.1f}s" if result.state == "ran" else result.state
             detail = {"failed": "(the error follows)", "skipped": result.reason}.get(
                 result.state) or describe(result)
             self.console.print(f"{ICON[result.state]} [bold]{result.id}[/] [dim]({result.kind})"
                                f"[/] {seconds}  {escape(detail)}", highlight=False,
                                soft_wrap=True)
+            if not self._tasks:
+                self._stop()
 
-    def _refresh(self) -> None:
-        if not self.console.is_terminal:
-            return
-        if not self._running:
-            if self._status is not None:
-                self._status.stop()
-                self._status = None
-            return
-        text = ", ".join(f"{sid}: {what}" for sid, (_, what) in self._running.items())
-        if self._status is None:
-            self._status = Status(text, console=self.console)
-            self._status.start()
-        else:
-            self._status.update(text)
+    @staticmethod
+    def _text(step_id: str, what: str) -> str:
+        return f"[bold]{escape(step_id)}[/] {escape(what)}"
+
+    def _stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
 
     def close(self) -> None:
         with self._lock:
-            self._running.clear()
-            self._refresh()
+            self._tasks.clear()
+            self._stop()
 
 
 def _vs_source(c: dict[str, Any]) -> str:
     if c.get("speedup_vs_source") is None:
         return "—"
-    text = f"{c['speedup_vs_source']:.2f}x {c['source']}"
-    return f"[red]{text} (not faster)[/]" if c["slower_than_source"] else text
+    text = f"{c['speedup_vs_source']:.2f}x"
+    return f"[red]{text} not faster[/]" if c["slower_than_source"] else text
+
+
+SHORT = {"torchscript": "TorchScript", "exported_program": "ExportedProgram", "onnx": "ONNX",
+         "engine": "TensorRT"}
 
 
 def compare_table(console: Console, result: StepResult) -> None:
+    from rich import box
     from rich.table import Table
 
     s: dict[str, Any] = result.summary
     ref = s.get("reference", {})
     lat = ref.get("latency_ms")
-    title = f"{result.id}: reference {ref.get('runs')}" + (
-        f", {lat['median']:.2f} ms" if lat else "")
-    table = Table(title=title, title_justify="left")
-    for column in ("candidate", "artifact", "status", "max abs", "cosine min", "top-1",
-                   "ms (median)", "vs reference", "vs float source"):
-        table.add_column(column)
+    title = f"{result.id}: against {ref.get('runs')}" + (f" ({lat['median']:.2f} ms)" if lat
+                                                         else "")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("candidate", "artifact", "status", "max abs", "cos min", "top-1", "ms",
+                   "×ref", "×float src"):
+        table.add_column(column, no_wrap=column in ("candidate", "artifact", "ms", "×ref"))
     style = {"pass": "green", "fail": "red", "error": "red", "not run": "yellow"}
     for c in s.get("candidates", []):
         lat = c.get("latency_ms")
         status = c["status"]
         if status == "not run":
             status += ": " + c["reason"].split(" not run: ", 1)[-1]
-        table.add_row(c["id"], c["artifact"], f"[{style[c['status']]}]{escape(status)}[/]",
-                      "—" if c.get("max_abs") is None else f"{c['max_abs']:.3g}",
-                      "—" if c.get("cosine_min") is None else f"{c['cosine_min']:.6f}",
+        table.add_row(c["id"], SHORT.get(c["artifact"], c["artifact"]),
+                      f"[{style[c['status']]}]{escape(status)}[/]",
+                      "—" if c.get("max_abs") is None else f"{c['max_abs']:.2g}",
+                      "—" if c.get("cosine_min") is None else f"{c['cosine_min']:.5f}",
                       "—" if c.get("top1") is None else f"{c['top1']:.1%}",
                       f"{lat['median']:.2f}" if lat else "—",
                       f"{c['speedup']:.2f}x" if c.get("speedup") else "—", _vs_source(c))
