@@ -116,3 +116,32 @@ def test_dag_and_steps_commands(ws, quickstart):
     assert mermaid.code == 0 and "capture --> onnx" in mermaid.out
     steps = ws.qntz("steps", "onnx")
     assert "opset" in steps.out and "exporter" in steps.out
+
+
+def test_keep_going_runs_the_other_branches(ws):
+    from conftest import pipeline_text
+
+    steps = """
+    broken: {uses: trace}
+    broken_onnx: {uses: onnx, needs: [broken], opset: 18, exporter: dynamo}
+    fine: {uses: script, needs: [load]}
+    fine_onnx: {uses: onnx, needs: [fine]}
+    """
+    ws.pipeline(pipeline_text("models.hazards:NoOnnxOperator", steps, shape="[batch, 4, 4]")
+                .replace("opset: 18, exporter: dynamo", "opset: 17"))
+    stopped = ws.qntz("run", "pipeline.yaml")
+    assert stopped.code == 1 and "fine_onnx" not in ran(stopped.out)
+    going = ws.qntz("run", "pipeline.yaml", "--keep-going")
+    assert going.code == 1
+    assert "✗ broken_onnx" in going.out and "✗ fine_onnx" in going.out  # both hit linalg_inv
+    assert going.err.count("error:") == 2
+
+
+def test_cache_commands(ws, quickstart):
+    assert ws.qntz("run", quickstart, "--step", "onnx").code == 0
+    where = ws.qntz("cache", "dir")
+    assert where.out.strip().endswith(".qntz/cache")
+    cleared = ws.qntz("cache", "clear")
+    assert "removed 3 cache entries" in cleared.out
+    states = json.loads(ws.qntz("status", quickstart, "--json").out)["steps"]
+    assert {s["state"] for s in states} == {"stale"}
