@@ -22,7 +22,7 @@ def _pct(value: float | None) -> str:
 def _vs_source(c: dict[str, Any]) -> str:
     if "speedup_vs_source" not in c:
         return "—"
-    flag = " ⚠️ not faster than its float source" if c["slower_than_source"] else ""
+    flag = " ⚠️ not faster than its float source" if c["not_faster_than_source"] else ""
     return f"{c['speedup_vs_source']:.2f}x vs `{c['source']}`{flag}"
 
 
@@ -54,7 +54,7 @@ def markdown(report: dict[str, Any], name: str) -> str:
             f"{_num(max_rel)} | {_num(c.get('cosine_min'), '.6f')} | {_pct(c.get('top1'))} | "
             f"{_latency(c.get('latency_ms'))} | {speed} | {_vs_source(c)} |")
     problems = [c for c in report["candidates"] if c["status"] != "pass"]
-    slower = [c for c in report["candidates"] if c.get("slower_than_source")]
+    slower = [c for c in report["candidates"] if c.get("not_faster_than_source")]
     if problems or slower:
         lines += ["", "## Why", ""]
         lines += [f"- **{c['id']}**: {c['reason']}" for c in problems]

@@ -119,7 +119,7 @@ def _vs_source(c: dict[str, Any]) -> str:
     if c.get("speedup_vs_source") is None:
         return "—"
     text = f"{c['speedup_vs_source']:.2f}x"
-    return f"[red]{text} not faster[/]" if c["slower_than_source"] else text
+    return f"[red]{text} not faster[/]" if c["not_faster_than_source"] else text
 
 
 SHORT = {"torchscript": "TorchScript", "exported_program": "ExportedProgram", "onnx": "ONNX",

@@ -90,7 +90,7 @@ class Compare(Step):
                   or (c["status"] == "not run" and c["id"] in ctx.params["require"])]
         summary: dict[str, Any] = {"passed": not failed, "candidates": [
             {k: c.get(k) for k in ("id", "artifact", "status", "reason", "latency_ms", "speedup",
-                                   "speedup_vs_source", "source", "slower_than_source",
+                                   "speedup_vs_source", "source", "not_faster_than_source",
                                    "max_abs", "cosine_min", "top1")}
             for c in report["candidates"]],
             "reference": report["reference"]}
