@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-FLOAT, FLOAT16 = 1, 10
+FLOAT, FLOAT16, BFLOAT16 = 1, 10, 16
 DYNAMIC_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul",
                "MatMulIntegerToFloat")
 
@@ -50,17 +50,19 @@ def _check_dynamic(model: Any, intended: list[str]) -> dict[str, Any]:
     return {"quantized_nodes": integer_ops, "float_nodes": still_float}
 
 
-def check_fp16(model: Any, keep_io_types: bool) -> dict[str, Any]:
-    """Weights in float16 (but those feeding kept ops), and the I/O types asked for."""
+def check_half(model: Any, precision: str, keep_io_types: bool) -> dict[str, Any]:
+    """Weights in float16 / bfloat16 (but those feeding kept ops), and the I/O types asked."""
+    half = FLOAT16 if precision == "fp16" else BFLOAT16
+    name = "float16" if precision == "fp16" else "bfloat16"
     kinds = Counter(i.data_type for i in model.graph.initializer)
-    if kinds[FLOAT16] == 0 and (kinds[FLOAT] or not model.graph.initializer):
-        raise PrecisionMismatch(f"no float16 weights ({kinds[FLOAT]} float32 weights)")
+    if kinds[half] == 0 and (kinds[FLOAT] or not model.graph.initializer):
+        raise PrecisionMismatch(f"no {name} weights ({kinds[FLOAT]} float32 weights)")
     io_types = {v.name: v.type.tensor_type.elem_type
                 for v in [*model.graph.input, *model.graph.output]}
     wrong = [n for n, t in io_types.items()
-             if t in (FLOAT, FLOAT16) and (t == FLOAT) != keep_io_types]
+             if t in (FLOAT, half) and (t == FLOAT) != keep_io_types]
     if wrong:
-        want = "float32" if keep_io_types else "float16"
+        want = "float32" if keep_io_types else name
         raise PrecisionMismatch(f"inputs/outputs {', '.join(wrong)} are not {want}")
-    return {"float16_weights": kinds[FLOAT16], "float32_weights": kinds[FLOAT],
+    return {"half_weights": kinds[half], "float32_weights": kinds[FLOAT],
             "casts": sum(1 for n in model.graph.node if n.op_type == "Cast")}

@@ -51,8 +51,8 @@ def describe(result: StepResult) -> str:
 
 
 def _quantized(s: dict[str, Any]) -> str:
-    if s["precision"] == "fp16":
-        return f"fp16: {s['float16_weights']} float16 weights, {s['casts']} casts"
+    if s["precision"] in ("fp16", "bf16"):
+        return f"{s['precision']}: {s['half_weights']} {s['precision']} weights, {s['casts']} casts"
     acc, cov = s["accuracy"], s["coverage"]
     kept = f", {len(s['kept_float_for_budget'])} kept float for the budget" \
         if s["kept_float_for_budget"] else ""

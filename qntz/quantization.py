@@ -153,6 +153,40 @@ def convert_fp16(source: Path, target: Path, params: dict[str, Any]) -> list[str
     return blocked
 
 
+def retype_bf16(path: Path) -> None:
+    """Turn a float16 model into bfloat16: weights rounded to nearest even, types and Casts.
+
+    ONNX Runtime's converter knows float16 only; bfloat16 keeps float32's exponent range,
+    which is why TensorRT users ask for it.
+    """
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load(str(path))
+
+    def convert(tensor: Any) -> None:
+        bits = numpy_helper.to_array(tensor).astype(np.float32).view(np.uint32)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+        tensor.ClearField("int32_data")
+        tensor.data_type = TensorProto.BFLOAT16
+        tensor.raw_data = rounded.tobytes()
+
+    for tensor in model.graph.initializer:
+        if tensor.data_type == TensorProto.FLOAT16:
+            convert(tensor)
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if attribute.name == "to" and attribute.i == TensorProto.FLOAT16:
+                attribute.i = TensorProto.BFLOAT16
+            if attribute.type == onnx.AttributeProto.TENSOR and \
+                    attribute.t.data_type == TensorProto.FLOAT16:
+                convert(attribute.t)
+    for value in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT16:
+            value.type.tensor_type.elem_type = TensorProto.BFLOAT16
+    onnx.save(model, str(path))
+
+
 def _input_names(path: Path) -> set[str]:
     import onnx
 

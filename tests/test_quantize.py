@@ -61,7 +61,7 @@ def test_int8_and_fp16_are_what_they_claim(ws):
     assert int8["calibration"] == {"data": "calib", "batches": 8, "method": "minmax"}
     fp16 = summary(ws, "fp16")
     model = onnx.load(str(ws.root / "out" / "t" / "fp16" / "model.onnx"))
-    assert fp16["float16_weights"] > 0 and fp16["float32_weights"] == 0
+    assert fp16["half_weights"] > 0 and fp16["float32_weights"] == 0
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     report = json.loads((ws.root / "out" / "t" / "compare" / "report.json").read_text())
     rows = {c["id"]: c for c in report["candidates"]}

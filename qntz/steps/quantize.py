@@ -21,7 +21,8 @@ class Quantize(Step):
     version = 1
     help = "INT8 (calibrated Q/DQ, or dynamic) or FP16 ONNX for ONNX Runtime and TensorRT"
     params = {
-        "precision": {"enum": ["int8", "fp16"], "default": "int8"},
+        "precision": {"enum": ["int8", "fp16", "bf16"], "default": "int8",
+                      "description": "bf16 is for TensorRT (ONNX Runtime's CPU kernels lack it)"},
         "recipe": {"enum": ["auto", "static", "dynamic"], "default": "auto",
                    "description": "auto: dynamic for transformer graphs, static Q/DQ otherwise"},
         "target": {"enum": ["onnxruntime", "tensorrt"], "default": "onnxruntime",
@@ -59,7 +60,7 @@ class Quantize(Step):
         dataset_spec(pipeline, name, pipeline.where(*step.at, "data"))
         if name:
             check_spec(pipeline, name)
-        if step.params["precision"] == "fp16" and step.params["max_drop"] is not None:
+        if step.params["precision"] != "int8" and step.params["max_drop"] is not None:
             raise PipelineError("`max_drop` applies to int8", where=pipeline.where(*step.at),
                                 hint="remove max_drop, or exclude ops with exclude_op_types")
 
@@ -67,15 +68,15 @@ class Quantize(Step):
     def key_extras(cls, step: StepSpec, pipeline: Pipeline, digests: FileDigests) -> dict:
         from qntz.data import data_digest
 
-        if step.params["precision"] == "fp16":
+        if step.params["precision"] != "int8":
             return {}
         return {"data": data_digest(pipeline, step.params["data"], digests)}
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         source = ctx.input_providing("onnx")
         path = source.file("model.onnx")
-        if ctx.params["precision"] == "fp16":
-            summary = _fp16(ctx, path)
+        if ctx.params["precision"] in ("fp16", "bf16"):
+            summary = _half(ctx, path)
         else:
             from qntz.int8 import quantize_step
 
@@ -85,23 +86,25 @@ class Quantize(Step):
         return summary
 
 
-def _fp16(ctx: StepContext, path: Path) -> dict[str, Any]:
+def _half(ctx: StepContext, path: Path) -> dict[str, Any]:
     import onnx
 
     from qntz.onnxinfo import describe
-    from qntz.precision_check import PrecisionMismatch, check_fp16
-    from qntz.quantization import convert_fp16
+    from qntz.precision_check import PrecisionMismatch, check_half
+    from qntz.quantization import convert_fp16, retype_bf16
 
-    target = ctx.out / "model.onnx"
+    precision, target = ctx.params["precision"], ctx.out / "model.onnx"
     try:
         kept = convert_fp16(path, target, ctx.params)
+        if precision == "bf16":
+            retype_bf16(target)
     except Exception as exc:
-        raise ctx.fail(f"FP16 conversion failed: {first_line(exc)}",
+        raise ctx.fail(f"{precision.upper()} conversion failed: {first_line(exc)}",
                        hint="keep the failing op in float32 with exclude_op_types") from exc
     try:
-        verified = check_fp16(onnx.load(str(target)), ctx.params["keep_io_types"])
+        verified = check_half(onnx.load(str(target)), precision, ctx.params["keep_io_types"])
     except PrecisionMismatch as exc:
-        raise ctx.fail(f"asked for fp16, got another precision: {exc}",
+        raise ctx.fail(f"asked for {precision}, got another precision: {exc}",
                        hint="check exclude_op_types / exclude_nodes") from exc
-    return {"precision": "fp16", "kept_float32_ops": ctx.params["exclude_op_types"],
+    return {"precision": precision, "kept_float32_ops": ctx.params["exclude_op_types"],
             "blocked_by_default": len(kept), **verified, **describe(target)}

@@ -34,13 +34,9 @@ def implicit_conversion(step: StepSpec, steps: dict[str, StepSpec],
         return []  # reported by the check that every step gets what it consumes
     made = source.params if source.kind == "quantize" else {}
     if precision in ("fp16", "bf16"):
-        if made.get("precision") == "fp16" and precision == "fp16":
+        if made.get("precision") == precision:
             return []
-        if precision == "bf16":
-            raise PipelineError("bf16 engines need a bfloat16 ONNX model; qntz converts to "
-                                "fp16 only", where=where,
-                                hint="use precision: fp16, or load a bfloat16 ONNX model")
-        return [(f"{step.id}.fp16", "quantize", {"precision": "fp16"})]
+        return [(f"{step.id}.{precision}", "quantize", {"precision": precision})]
     if precision == "int8":
         return _int8(step, source, made, where)
     if precision == "fp8" and source.kind != "load":
