@@ -187,7 +187,8 @@ def cmd_steps(args: argparse.Namespace, console: Any) -> int:
         kind = KINDS[name]
         console.print(f"[bold]{name}[/] (v{kind.version}): {kind.help}")
         for param, spec in kind.params.items():
-            kind_of = spec.get("type") or " | ".join(map(str, spec.get("enum", [])))
+            kind_of = spec.get("type") or list(map(str, spec.get("enum", [])))
+            kind_of = " | ".join(kind_of) if isinstance(kind_of, list) else kind_of
             default = f" = {spec['default']!r}" if "default" in spec else ""
             text = f" — {spec['description']}" if "description" in spec else ""
             console.print(f"    {param}: {kind_of}{default}{text}", highlight=False)
