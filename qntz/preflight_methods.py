@@ -40,8 +40,9 @@ def try_trace(checks: Checks) -> None:
             return
     for w in caught:
         if "TracerWarning" in type(w.message).__name__ and checks.user.owns(w.filename):
+            said = str(w.message).splitlines()[0].split(". ")[0]
             checks.add("trace-python-value", "warning", ["trace"],
-                       f"the tracer records a constant: {str(w.message).splitlines()[0]}",
+                       f"the tracer records a constant: {said}",
                        FIXES["data-dependent"], (w.filename, w.lineno))
     _device_constants(checks, traced)
     checks.captured["trace"] = traced
