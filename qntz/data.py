@@ -13,6 +13,7 @@ import numpy as np
 
 from qntz.errors import PipelineError
 from qntz.inputs import InputSpec, generate, opt_sizes
+from qntz.model_source import display_path, source_digests, split_factory
 
 if TYPE_CHECKING:
     from qntz.hashing import FileDigests
@@ -63,11 +64,10 @@ def data_digest(pipeline: Pipeline, name: str | None, digests: FileDigests) -> d
     if spec["from"] in ("npz", "npy", "images"):
         path = pipeline.root / spec["path"]
         paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        files = {str(p.relative_to(pipeline.root)): digests.of(p) for p in paths}
+        files = {display_path(p, pipeline.root): digests.of(p) for p in paths}
     elif spec["from"] == "callable":
-        from qntz.model_source import source_files, split_factory
         module, _ = split_factory(spec["function"])
-        files = {str(p): digests.of(p) for p in source_files(module, pipeline.root)}
+        files = source_digests(module, pipeline.root, digests)
     return {"spec": spec, "files": files}
 
 

@@ -24,6 +24,18 @@ def display_path(path: str | Path, root: Path) -> str:
         return str(path)
 
 
+def source_digests(module: str, root: Path, digests: Any) -> dict[str, str]:
+    """Digests of a module's source files, named so the key is the same on every machine:
+    relative to the pipeline for local files, by module name for installed ones."""
+    named = {}
+    for path in source_files(module, root):
+        name = display_path(path, root)
+        if Path(name).is_absolute():
+            name = f"{module}:{path.name}"
+        named[name] = digests.of(path)
+    return named
+
+
 def local_module_file(module: str, root: Path) -> Path | None:
     """`a.b` next to the pipeline file: root/a/b.py or root/a/b/__init__.py."""
     base = root.joinpath(*module.split("."))

@@ -188,7 +188,10 @@ class Session:
             record = result.artifact.manifest["record"]
             steps[sid] = {"key": result.artifact.key, **record,
                           "outputs": result.artifact.files()}
-        new_lock = {"qntz": 1, "pipeline": str(self.pipeline.path), "name": self.pipeline.name,
+        from qntz.model_source import display_path
+
+        new_lock = {"qntz": 1, "name": self.pipeline.name,
+                    "pipeline": display_path(self.pipeline.path, self.workspace.root),
                     "steps": {s: steps[s] for s in self.pipeline.steps if s in steps}}
         if new_lock != lock:
             out.mkdir(parents=True, exist_ok=True)

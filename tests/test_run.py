@@ -38,6 +38,8 @@ def test_quickstart_end_to_end(ws, quickstart):
                                   "compare", "check"}
     for step in lock["steps"].values():
         assert len(step["key"]) == 64 and step["outputs"]
+    # keys name files relative to the pipeline: the same checkout elsewhere gets the same keys
+    assert str(ws.root) not in (out / "qntz.lock.json").read_text()
     report = json.loads((out / "compare" / "report.json").read_text())
     assert report["passed"]
     assert {c["id"] for c in report["candidates"]} == {"capture", "onnx", "simplify", "int8",

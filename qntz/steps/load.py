@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qntz.errors import PipelineError, StepFailed
-from qntz.model_source import display_path, import_factory, source_files, split_factory
+from qntz.model_source import import_factory, source_digests, split_factory
 from qntz.steps.base import Step, StepContext
 
 if TYPE_CHECKING:
@@ -64,11 +64,10 @@ class Load(Step):
         if "factory" in params:
             module, _ = split_factory(params["factory"])
             try:
-                paths = source_files(module, root)
+                files.update(source_digests(module, root, digests))
             except PipelineError as exc:
                 exc.where = pipeline.where(*step.at, "factory")
                 raise
-            files.update({display_path(p, root): digests.of(p) for p in paths})
         for name in ("weights", "torchscript", "onnx"):
             if name in params:
                 files[params[name]] = digests.of(root / params[name])
