@@ -63,6 +63,20 @@ class Checks:
                                              for n, s in self.inputs.items()}))
         return out
 
+    def serializable(self, method: str, save: Callable[[Any], None]) -> bool:
+        """The capture step saves what it captured: some captures work and cannot be saved."""
+        import io
+
+        try:
+            save(io.BytesIO())
+            return True
+        except Exception as exc:
+            self.add(f"{method}-not-serializable", "error", [method],
+                     f"the {method}d model cannot be saved: {first_line(exc)}",
+                     "replace the construct it names (e.g. a Python autograd.Function) or use "
+                     "another capture method", self.user.in_text(str(exc)))
+            return False
+
     def agrees(self, method: str, call: Callable[..., Any]) -> bool:
         """Compare a captured model with eager; record a finding on the first disagreement."""
         import torch
@@ -114,16 +128,22 @@ class Checks:
                      f"parameters and buffers live on {len(devices)} devices "
                      f"({', '.join(sorted(devices))})", FIXES["multi-device"])
         example = self.args(capture_example(self.inputs))
-        with PythonValues(self) as recorder, torch.inference_mode():
-            try:
+        try:
+            with PythonValues(self) as recorder, torch.inference_mode():
                 output = self.model(*example)
+            self.calls = recorder.calls
+        except Exception:
+            # some higher-order ops (torch.cond, map) refuse a function mode: run it plainly
+            self.findings = [f for f in self.findings if f.rule == "multi-device"]
+            try:
+                with torch.inference_mode():
+                    output = self.model(*self.args(capture_example(self.inputs)))
             except Exception as exc:
                 self.add("forward-fails", "error", list(METHODS),
                          f"forward fails on the `inputs` example: {first_line(exc)}",
                          "make `inputs` match forward's arguments (names, shapes, dtypes)",
                          self.user.in_traceback(exc))
                 return None
-        self.calls = recorder.calls
         self._check_outputs(output)
         return output
 

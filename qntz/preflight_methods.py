@@ -46,7 +46,8 @@ def try_trace(checks: Checks) -> None:
                        FIXES["data-dependent"], (w.filename, w.lineno))
     _device_constants(checks, traced)
     checks.captured["trace"] = traced
-    checks.verdicts["trace"] = "ok" if checks.agrees("trace", traced) else "fails"
+    works = checks.serializable("trace", traced.save) and checks.agrees("trace", traced)
+    checks.verdicts["trace"] = "ok" if works else "fails"
 
 
 def _device_constants(checks: Checks, traced: Any) -> None:
@@ -76,7 +77,8 @@ def try_script(checks: Checks) -> None:
             checks.verdicts["script"] = "fails"
             return
     checks.captured["script"] = scripted
-    checks.verdicts["script"] = "ok" if checks.agrees("script", scripted) else "fails"
+    works = checks.serializable("script", scripted.save) and checks.agrees("script", scripted)
+    checks.verdicts["script"] = "ok" if works else "fails"
 
 
 def try_export(checks: Checks) -> None:
@@ -95,9 +97,10 @@ def try_export(checks: Checks) -> None:
             _export_finding(checks, exc)
             checks.verdicts["export"] = "fails"
             return
-    module = program.module()
     checks.captured["export"] = program
-    checks.verdicts["export"] = "ok" if checks.agrees("export", module) else "fails"
+    works = checks.serializable("export", lambda f: torch.export.save(program, f)) and \
+        checks.agrees("export", program.module())
+    checks.verdicts["export"] = "ok" if works else "fails"
 
 
 def _export_finding(checks: Checks, exc: BaseException) -> None:

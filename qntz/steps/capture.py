@@ -104,7 +104,7 @@ def _trace(ctx: StepContext) -> dict[str, Any]:
             raise ctx.fail(f"cannot trace the model: {first_line(exc)}",
                            hint="fix that line, or capture with `uses: script` or "
                            "`uses: export`") from exc
-    traced.save(str(ctx.out / "model.pt"))
+    _save(ctx, "traced", lambda: traced.save(str(ctx.out / "model.pt")))
     return {"warnings": _user_warnings(caught)}
 
 
@@ -128,8 +128,17 @@ def _script(ctx: StepContext) -> dict[str, Any]:
             raise ctx.fail(f"cannot script the model: {_script_error(exc)}",
                            hint="add type hints or rewrite that construct, or capture with "
                            "`uses: trace` / `uses: export`") from exc
-    scripted.save(str(ctx.out / "model.pt"))
+    _save(ctx, "scripted", lambda: scripted.save(str(ctx.out / "model.pt")))
     return {"warnings": _user_warnings(caught)}
+
+
+def _save(ctx: StepContext, what: str, save: Any) -> None:
+    """Some captures succeed and still cannot be serialized (a Python autograd.Function)."""
+    try:
+        save()
+    except Exception as exc:
+        raise ctx.fail(f"the {what} model cannot be saved: {first_line(exc)}",
+                       hint="run preflight: another capture method may work") from exc
 
 
 def _script_error(exc: BaseException) -> str:
@@ -169,7 +178,7 @@ def _export(ctx: StepContext) -> dict[str, Any]:
             raise ctx.fail(f"cannot export the model: {first_line(exc)}",
                            hint="rewrite data-dependent control flow with torch.cond / "
                            "torch.where, or capture with `uses: script`") from exc
-    torch.export.save(program, str(ctx.out / "model.pt2"))
+    _save(ctx, "exported", lambda: torch.export.save(program, str(ctx.out / "model.pt2")))
     return {"warnings": _user_warnings(caught)}
 
 
