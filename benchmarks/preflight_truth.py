@@ -57,7 +57,8 @@ def main() -> None:
     os.chdir(work)
     held = broken = 0
     for name, factory, inputs in examples():
-        head = f"qntz: 1\nname: {name}\nmodel: {{factory: '{factory}'}}\ninputs: {json.dumps(inputs)}\n"
+        head = (f"qntz: 1\nname: {name}\nmodel: {{factory: '{factory}'}}\n"
+                f"inputs: {json.dumps(inputs)}\n")
         if run(work, head + "steps:\n  preflight: {fail_on: never, onnx: false}\n", "p.yaml"):
             print(f"{name:36s} preflight did not run")
             continue
