@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from qntz.pipeline import Pipeline
 
 Feed = dict[str, np.ndarray]
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_SAMPLES = 16
 
 

@@ -22,10 +22,6 @@ def digest_value(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
-def digest_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 class FileDigests:
     """sha256 of files, remembered by (size, mtime, inode) so unchanged files are not re-read.
 

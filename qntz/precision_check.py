@@ -6,8 +6,6 @@ from collections import Counter
 from typing import Any
 
 FLOAT, FLOAT16, BFLOAT16 = 1, 10, 16
-DYNAMIC_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul",
-               "MatMulIntegerToFloat")
 
 
 class PrecisionMismatch(Exception):

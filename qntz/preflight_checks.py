@@ -8,7 +8,6 @@ is a measurement, not a guess. Findings are located in the model's own source.
 from __future__ import annotations
 
 import linecache
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -224,8 +223,3 @@ FIXES = {
                     "flatten) instead of int(...) or Python arithmetic, or use `uses: export`",
 }
 
-
-def quiet() -> Any:
-    """Warnings recorded, not printed (tracer warnings become findings)."""
-    catcher = warnings.catch_warnings(record=True)
-    return catcher
