@@ -61,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rich.console import Console
 
-    console = Console(highlight=False)
+    # bound to this stdout: a step silencing a library's prints must not silence qntz
+    console = Console(file=sys.stdout, highlight=False)
     if not console.is_terminal:
-        console = Console(highlight=False, width=120)
+        console = Console(file=sys.stdout, highlight=False, width=120)
     try:
         return COMMANDS[args.command](args, console)
     except QntzError as exc:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import re
-import warnings
 from typing import Any
 
 from qntz.errors import first_line
 from qntz.inputs import capture_example
 from qntz.preflight_checks import FIXES, Checks
+from qntz.quiet import quiet, recorded_warnings
 
 SCRIPT_FIXES = [
     (("Expected a value of type", "inferred", "type annotation", "annotat"),
@@ -28,8 +27,7 @@ def try_trace(checks: Checks) -> None:
     import torch
 
     example = checks.args(capture_example(checks.inputs))
-    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
-        warnings.simplefilter("always")
+    with recorded_warnings() as caught, torch.no_grad():
         try:
             traced = torch.jit.trace(checks.model, example, check_trace=False)
         except Exception as exc:
@@ -64,8 +62,7 @@ def _device_constants(checks: Checks, traced: Any) -> None:
 def try_script(checks: Checks) -> None:
     import torch
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with recorded_warnings():
         try:
             scripted = torch.jit.script(checks.model)
         except Exception as exc:
@@ -87,8 +84,7 @@ def try_export(checks: Checks) -> None:
     from qntz.torchio import dynamic_shapes
 
     example = checks.args(capture_example(checks.inputs))
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
+    with quiet(stderr=True):
         try:
             program = torch.export.export(checks.model, example,
                                           dynamic_shapes=dynamic_shapes(checks.inputs),
@@ -138,9 +134,9 @@ def try_onnx(checks: Checks) -> None:
     example = checks.args(capture_example(checks.inputs))
     sink = io.BytesIO()
     try:
-        from qntz.steps.onnx_export import _quiet
+        from qntz.steps.onnx_export import EXPORTER_LOGGERS
 
-        with _quiet(), contextlib.redirect_stderr(io.StringIO()):
+        with quiet(*EXPORTER_LOGGERS, stderr=True):
             torch.onnx.export(model, example, sink, opset_version=checks.opset,
                               dynamo=method == "export")
         checks.verdicts["onnx"] = "ok"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from qntz.quiet import quiet
 
 CONV_LIKE = ("Conv", "ConvTranspose")
 MATMUL_LIKE = ("MatMul", "Gemm")
@@ -85,7 +84,7 @@ def preprocess(source: Path, target: Path) -> str:
     """ORT's pre-processing; symbolic shape inference fails on many BERT-style graphs."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with _quiet():
+    with quiet(""):  # ONNX Runtime's quantization tools log to the root logger at length
         try:
             quant_pre_process(str(source), str(target))
             return "shape inference and optimization"
@@ -120,7 +119,7 @@ def quantize_int8(source: Path, target: Path, recipe: Recipe, params: dict[str, 
     common = {"op_types_to_quantize": recipe.op_types, "nodes_to_quantize": recipe.nodes,
               "nodes_to_exclude": recipe.exclude_nodes or None,
               "per_channel": recipe.per_channel, "weight_type": QuantType.QInt8}
-    with _quiet():
+    with quiet(""):
         if recipe.mode == "dynamic":
             quantize_dynamic(str(source), str(target), **common)
             return
@@ -144,7 +143,7 @@ def convert_fp16(source: Path, target: Path, params: dict[str, Any]) -> list[str
 
     model = onnx.load(str(source))
     blocked = sorted(set(params["exclude_op_types"]))
-    with _quiet():
+    with quiet(""):
         converted = convert_float_to_float16(
             model, keep_io_types=params["keep_io_types"],
             op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(blocked)),
@@ -193,18 +192,3 @@ def _input_names(path: Path) -> set[str]:
     model = onnx.load(str(path), load_external_data=False)
     return {i.name for i in model.graph.input}
 
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """ORT's quantizer logs and warns at length; the summary reports what matters."""
-    import warnings
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(level)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -38,14 +35,6 @@ def flatten_outputs(value: Any) -> list[np.ndarray]:
         else:
             out.append(np.asarray(leaf))
     return out
-
-
-@contextmanager
-def quiet_torch() -> Iterator[list[warnings.WarningMessage]]:
-    """Collect warnings (tracer warnings matter: they are kept) without printing them."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield caught
 
 
 def dynamic_shapes(inputs: dict[str, InputSpec]) -> tuple[dict[int, Any] | None, ...]:

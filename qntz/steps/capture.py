@@ -91,11 +91,12 @@ def _trace(ctx: StepContext) -> dict[str, Any]:
     import torch
 
     from qntz.inputs import capture_example
-    from qntz.torchio import quiet_torch, to_torch
+    from qntz.quiet import recorded_warnings
+    from qntz.torchio import to_torch
 
     model = ctx.live_model()
     args = to_torch(capture_example(ctx.pipeline.inputs), ctx.pipeline.inputs)
-    with quiet_torch() as caught, torch.no_grad():
+    with recorded_warnings() as caught, torch.no_grad():
         try:
             traced = torch.jit.trace(model, args,
                                      check_trace=ctx.params.get("check_trace", True),
@@ -119,9 +120,9 @@ class Script(Capture):
 def _script(ctx: StepContext) -> dict[str, Any]:
     import torch
 
-    from qntz.torchio import quiet_torch
+    from qntz.quiet import recorded_warnings
 
-    with quiet_torch() as caught:
+    with recorded_warnings() as caught:
         try:
             scripted = torch.jit.script(ctx.live_model())
         except Exception as exc:
@@ -165,11 +166,12 @@ def _export(ctx: StepContext) -> dict[str, Any]:
     import torch
 
     from qntz.inputs import capture_example
-    from qntz.torchio import dynamic_shapes, quiet_torch, to_torch
+    from qntz.quiet import recorded_warnings
+    from qntz.torchio import dynamic_shapes, to_torch
 
     inputs = ctx.pipeline.inputs
     args = to_torch(capture_example(inputs), inputs)
-    with quiet_torch() as caught:
+    with recorded_warnings() as caught:
         try:
             program = torch.export.export(ctx.live_model(), args,
                                           dynamic_shapes=dynamic_shapes(inputs),

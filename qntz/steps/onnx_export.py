@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 from pathlib import Path
 from typing import Any
 
 from qntz.errors import PipelineError, first_line
+from qntz.quiet import quiet
 from qntz.steps.base import Step, StepContext
+
+EXPORTER_LOGGERS = ("torch.onnx", "onnxscript")  # progress prints and registry noise
 
 
 class OnnxExport(Step):
@@ -42,7 +42,7 @@ class OnnxExport(Step):
                                 where=ctx.where, hint="set exporter: dynamo (or auto)")
         path = ctx.out / "model.onnx"
         try:
-            with _quiet():
+            with quiet(*EXPORTER_LOGGERS):
                 _export(ctx, source, exporter, path)
             onnx.checker.check_model(str(path), full_check=False)
         except PipelineError:
@@ -66,23 +66,6 @@ def _pick_source(ctx: StepContext) -> Any:
         if found:
             return found[-1]
     return ctx.input_providing("model")
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """The exporters print progress and log registry noise; qntz shows its own progress."""
-    from qntz.torchio import quiet_torch
-
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with quiet_torch(), contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 def _export(ctx: StepContext, source: Any, exporter: str, path: Path) -> None:
