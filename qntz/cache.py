@@ -106,6 +106,8 @@ class Cache:
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
         os.replace(workspace, target)
+        for name, digest in files.items():  # renamed, not changed: no need to read them again
+            self.digests.remember(target / name, digest)
         return Artifact(step_id, key, target, manifest)
 
     def discard(self, workspace: Path) -> None:

@@ -51,6 +51,13 @@ class FileDigests:
         self._dirty = True
         return digest
 
+    def remember(self, path: Path, digest: str) -> None:
+        """A digest already known for `path` (a file just moved into the cache)."""
+        path = Path(path).resolve()
+        stat = path.stat()
+        self._known[str(path)] = [stat.st_size, stat.st_mtime_ns, stat.st_ino, digest]
+        self._dirty = True
+
     @staticmethod
     def _read(path: Path) -> str:
         sha = hashlib.sha256()

@@ -83,3 +83,15 @@ def test_failed_step_leaves_no_entry(ws):
     assert "onnx" not in lock["steps"]
     tmp = ws.root / ".qntz" / "cache" / "tmp"
     assert not any(tmp.iterdir())
+
+
+def test_committed_files_are_not_read_again(tmp_path, monkeypatch):
+    digests = FileDigests()
+    cache = Cache(tmp_path / "c", digests)
+    work = cache.workspace("m" * 64)
+    (work / "model.onnx").write_bytes(b"z" * 1000)
+    cache.commit("s", "m" * 64, work, ["onnx"], {}, {})
+    reads = []
+    monkeypatch.setattr(FileDigests, "_read", staticmethod(lambda path: reads.append(path)))
+    found, _ = cache.lookup("s", "m" * 64)
+    assert found is not None and reads == []
