@@ -18,6 +18,7 @@ Samples = list[tuple[str, dict[str, np.ndarray]]]
 def evaluate(ctx: StepContext) -> dict[str, Any]:
     params = ctx.params
     samples = _samples(ctx)
+    ref_id = params["reference"] or _load_id(ctx)
     reference, ref_label = _reference(ctx)
     ctx.report(f"reference {ref_label} on {len(samples)} inputs")
     expected = [reference(feed) for _, feed in samples]
@@ -27,7 +28,7 @@ def evaluate(ctx: StepContext) -> dict[str, Any]:
                   if "onnx" in a.provides and a.summary.get("outputs")), [])
     candidates = []
     for step_id, artifact in ctx.inputs.items():
-        if step_id == (params["reference"] or _load_id(ctx)) or artifact_kind(artifact) is None:
+        if step_id == ref_id or artifact_kind(artifact) is None:
             continue
         ctx.report(f"candidate {step_id}")
         row = _candidate(ctx, artifact, samples, expected, timing_feed, names)
@@ -35,7 +36,7 @@ def evaluate(ctx: StepContext) -> dict[str, Any]:
             row["speedup"] = ref_latency["median"] / row["latency_ms"]["median"]
         candidates.append(row)
     _speedups_vs_source(ctx, candidates)
-    return {"reference": {"id": params["reference"] or _load_id(ctx), "runs": ref_label,
+    return {"reference": {"id": ref_id, "runs": ref_label,
                           "latency_ms": ref_latency},
             "samples": [label for label, _ in samples],
             "tolerance": {"atol": params["atol"], "rtol": params["rtol"]},

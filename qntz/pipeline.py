@@ -134,7 +134,7 @@ def _parse_steps(doc: dict[str, Any], pipeline: Pipeline) -> dict[str, StepSpec]
             needs = [previous] if previous else []
         needs = [needs] if isinstance(needs, str) else list(needs)
         if kind.consumes_model and LOAD_ID not in needs and sid != LOAD_ID:
-            needs.append(_load_id(steps, doc))
+            needs.append(_load_id(steps))
         spec = StepSpec(sid, kind_name, tuple(dict.fromkeys(needs)), body,
                         kind.with_defaults(body), at)
         steps[sid] = _insert_implicit(spec, steps, pipeline)
@@ -160,7 +160,7 @@ def _insert_implicit(spec: StepSpec, steps: dict[str, StepSpec],
     return spec
 
 
-def _load_id(steps: dict[str, StepSpec], doc: dict[str, Any]) -> str:
+def _load_id(steps: dict[str, StepSpec]) -> str:
     for sid, spec in steps.items():
         if spec.kind == "load":
             return sid
