@@ -36,6 +36,10 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
             shutil.copyfile(source, prepared)
         try:
             recipe = choose_recipe(onnx.load(str(prepared)), params)
+            fusion = None
+            if recipe.mode == "dynamic":
+                fusion = prepare_dynamic(ctx, prepared, feeds, work)
+                recipe = choose_recipe(onnx.load(str(prepared)), params)
         except ValueError as exc:
             raise PipelineError(str(exc), where=ctx.where, hint="use recipe: static") from exc
         build = _builder(ctx, prepared, recipe, feeds, work)
@@ -52,10 +56,34 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
             ranges = json.loads((work / "calibration.json").read_text())
             (ctx.out / "calibration.json").write_text(json.dumps(ranges, sort_keys=True))
     return {"precision": "int8", "recipe": recipe.as_dict(), "preprocess": note,
+            "fusion": fusion,
             "calibration": {"data": params["data"] or "generated", "batches": len(feeds),
                             "method": params["method"] if recipe.mode == "static" else None},
             "coverage": {k: v for k, v in coverage.items() if k != "intended"},
             "accuracy": accuracy, "kept_float_for_budget": kept, **describe(ctx.out / "model.onnx")}
+
+
+def prepare_dynamic(ctx: StepContext, prepared: Path, feeds: list, work: Path
+                    ) -> dict[str, Any] | None:
+    """Linear layers as MatMul, and on transformer graphs the ONNX Runtime fusions that
+    held up against the float model; `prepared` is rewritten in place."""
+    import onnx
+
+    from qntz.fusion import fuse_for_onnxruntime
+    from qntz.quantization import gemm_to_matmul, looks_like_transformer
+
+    params = ctx.params
+    gemm_to_matmul(prepared)
+    names_given = params["nodes"] or params["exclude_nodes"]  # names of the unfused graph
+    if not params["fuse"] or names_given or params["target"] != "onnxruntime" or \
+            not looks_like_transformer(onnx.load(str(prepared), load_external_data=False)):
+        return None
+    ctx.report("fusing attention and normalization for ONNX Runtime")
+    fused = work / "fused.onnx"
+    result = fuse_for_onnxruntime(prepared, fused, feeds)
+    if result.used:
+        shutil.move(fused, prepared)
+    return result.as_dict()
 
 
 def _builder(ctx: StepContext, prepared: Path, recipe: Any, feeds: list, work: Path

@@ -38,8 +38,10 @@ def check_int8(model: Any, mode: str, intended: list[str]) -> dict[str, Any]:
 def _check_dynamic(model: Any, intended: list[str]) -> dict[str, Any]:
     counts = Counter(n.op_type for n in model.graph.node)
     integer_ops = sum(counts[op] for op in ("MatMulInteger", "ConvInteger",
-                                             "DynamicQuantizeMatMul", "MatMulIntegerToFloat"))
-    names = {n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")}
+                                             "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
+                                             "QAttention"))
+    names = {n.name for n in model.graph.node
+             if n.op_type in ("MatMul", "Gemm", "Conv", "Attention")}
     still_float = [n for n in intended if n in names]
     if integer_ops == 0:
         raise PrecisionMismatch(f"no integer MatMul/Conv was written ({len(intended)} intended)")

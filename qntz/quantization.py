@@ -13,7 +13,8 @@ from qntz.quiet import quiet
 CONV_LIKE = ("Conv", "ConvTranspose")
 MATMUL_LIKE = ("MatMul", "Gemm")
 TENSORRT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-DYNAMIC_OPS = ("MatMul", "Conv")  # what ONNX Runtime quantizes dynamically (not Gemm)
+DYNAMIC_OPS = ("MatMul", "Conv", "Attention")  # what ONNX Runtime quantizes dynamically
+ATTENTION_LIKE = ("Softmax", "Attention", "MultiHeadAttention")
 
 
 @dataclass
@@ -43,11 +44,11 @@ def weight_nodes(model: Any, op_types: tuple[str, ...]) -> list[str]:
 
 
 def looks_like_transformer(model: Any) -> bool:
-    ops = [n.op_type for n in model.graph.node]
-    normalizes = "LayerNormalization" in ops or "SkipLayerNormalization" in ops or (
-        "ReduceMean" in ops and ("Sqrt" in ops or "Pow" in ops))
-    return "Softmax" in ops and normalizes and len(weight_nodes(model, MATMUL_LIKE)) >= max(
-        1, len(weight_nodes(model, CONV_LIKE)))
+    ops = {n.op_type for n in model.graph.node}
+    normalizes = bool(ops & {"LayerNormalization", "SkipLayerNormalization"}) or (
+        "ReduceMean" in ops and bool(ops & {"Sqrt", "Pow"}))
+    weighted = len(weight_nodes(model, MATMUL_LIKE)) >= max(1, len(weight_nodes(model, CONV_LIKE)))
+    return bool(ops & set(ATTENTION_LIKE)) and normalizes and weighted
 
 
 def choose_recipe(model: Any, params: dict[str, Any]) -> Recipe:
@@ -78,6 +79,43 @@ def choose_recipe(model: Any, params: dict[str, Any]) -> Recipe:
         recipe.exclude_nodes += [n.name for n in model.graph.node if n.op_type in excluded]
     recipe.exclude_nodes += list(params["exclude_nodes"])
     return recipe
+
+
+def gemm_to_matmul(path: Path) -> int:
+    """Gemm with a constant weight → MatMul (+ Add): ONNX Runtime's dynamic quantization
+    quantizes MatMul but leaves Gemm, which is how the exporters write many Linear layers."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    weights = {i.name: i for i in model.graph.initializer}
+    nodes, changed = [], 0
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "Gemm" or node.input[1] not in weights or attrs.get("transA") or \
+                attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            nodes.append(node)
+            continue
+        name = node.name or f"gemm_{changed}"
+        weight = numpy_helper.to_array(weights[node.input[1]])
+        weight = np.ascontiguousarray(weight.T if attrs.get("transB") else weight)
+        model.graph.initializer.append(numpy_helper.from_array(weight, f"{name}_weight"))
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = f"{name}_product" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], f"{name}_weight"],
+                                      [product], name=name))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]],
+                                          name=f"{name}_bias"))
+        changed += 1
+    if changed:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        used = {i for n in model.graph.node for i in n.input}
+        for tensor in [t for t in model.graph.initializer if t.name not in used]:
+            model.graph.initializer.remove(tensor)
+        onnx.save(model, str(path))
+    return changed
 
 
 def preprocess(source: Path, target: Path) -> str:

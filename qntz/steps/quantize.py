@@ -18,7 +18,7 @@ NAMES = {"type": ["array", "null"], "items": {"type": "string"}, "default": None
 
 class Quantize(Step):
     kind = "quantize"
-    version = 1
+    version = 2
     help = "INT8 (calibrated Q/DQ, or dynamic) or FP16 ONNX for ONNX Runtime and TensorRT"
     params = {
         "precision": {"enum": ["int8", "fp16", "bf16"], "default": "int8",
@@ -36,6 +36,9 @@ class Quantize(Step):
                        "default": 99.999},
         "per_channel": {"type": "boolean", "default": True},
         "preprocess": {"type": "boolean", "default": True},
+        "fuse": {"type": "boolean", "default": True,
+                 "description": "dynamic int8 of a transformer for ONNX Runtime: fuse attention "
+                 "and normalization first (each fusion checked against the float model)"},
         "op_types": {**NAMES, "description": "quantize only these op types"},
         "nodes": {**NAMES, "description": "quantize only these nodes"},
         "exclude_op_types": {"type": "array", "items": {"type": "string"}, "default": [],

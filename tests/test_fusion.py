@@ -1,0 +1,59 @@
+"""Transformer fusions before dynamic INT8: used when they hold, dropped when they would not."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+
+PIPELINE = """
+qntz: 1
+name: t
+model: {{factory: models.encoders:MaskedEncoder, kwargs: {{bias: {bias}}}}}
+inputs:
+  tokens: {{shape: [batch, seq], dtype: int64, dynamic: {{batch: [1, 2, 4], seq: [4, 16, 32]}},
+           range: [0, 100]}}
+  mask: {{shape: [batch, seq], dtype: int64, range: [1, 2]}}
+data:
+  padded: {{from: callable, function: models.encoders:padded}}
+steps:
+  capture: {{uses: export}}
+  onnx: {{opset: 18}}
+  int8: {{uses: quantize, data: padded{extra}}}
+  compare: {{needs: [onnx, int8], data: padded, metric: cosine, threshold: 0.99}}
+"""
+
+
+def run(ws, bias: str = "block", extra: str = "") -> tuple[dict, set[str]]:
+    ws.pipeline(PIPELINE.format(bias=bias, extra=extra))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.out + result.err
+    out = ws.root / "out" / "t" / "int8"
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    return json.loads((out / "quantize.json").read_text()), ops
+
+
+def test_padding_mask_attention_becomes_qattention(ws):
+    summary, ops = run(ws)
+    fusion = summary["fusion"]
+    assert fusion["used"] and fusion["attention"].startswith("Attention (QAttention")
+    assert fusion["applied"]["attention"] == 2
+    assert "QAttention" in ops and "Softmax" not in ops
+    assert summary["accuracy"]["cosine"]["min"] > 0.99
+
+
+def test_attention_bias_that_is_not_a_padding_mask_is_kept(ws):
+    """Rewiring this bias to QAttention's mask input agrees on unpadded data only; the check
+    on padded copies refuses it, and the bias stays with a float MultiHeadAttention."""
+    summary, ops = run(ws, bias="bonus")
+    fusion = summary["fusion"]
+    assert fusion["used"] and fusion["attention"].startswith("MultiHeadAttention after")
+    assert any("QAttention" in note and "changed the float outputs" in note
+               for note in fusion["notes"])
+    assert "QAttention" not in ops and "MultiHeadAttention" in ops
+
+
+def test_fuse_false_quantizes_the_graph_as_exported(ws):
+    summary, ops = run(ws, extra=", fuse: false")
+    assert summary["fusion"] is None
+    assert "Softmax" in ops and "MatMulInteger" in ops and "QAttention" not in ops

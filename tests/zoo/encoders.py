@@ -1,0 +1,57 @@
+"""BERT-style encoders with a padding mask, written as Hugging Face writes them."""
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.query, self.key, self.value, self.out = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        batch, dim = x.shape[0], x.shape[-1]
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(batch, -1, self.heads, dim // self.heads).transpose(1, 2)
+
+        attended = F.scaled_dot_product_attention(
+            heads(self.query(x)), heads(self.key(x)), heads(self.value(x)), attn_mask=bias)
+        return self.out(attended.transpose(1, 2).reshape(batch, -1, dim))
+
+
+class MaskedEncoder(nn.Module):
+    """`bias: block` masks padding out (what BERT does); `bias: bonus` only favours the
+    unmasked tokens, which no padding mask can express."""
+
+    def __init__(self, dim: int = 64, heads: int = 4, layers: int = 2, bias: str = "block"):
+        super().__init__()
+        torch.manual_seed(0)
+        self.bias = bias
+        self.embed = nn.Embedding(100, dim)
+        self.attention = nn.ModuleList(SelfAttention(dim, heads) for _ in range(layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        keep = mask[:, None, None, :].to(x.dtype)
+        if self.bias == "block":
+            bias = (1.0 - keep) * torch.finfo(x.dtype).min
+        else:
+            bias = keep * 3.0
+        bias = bias.expand(-1, 1, tokens.shape[1], -1)
+        for attention, norm in zip(self.attention, self.norms):
+            x = norm(x + attention(x, bias))
+        weights = mask.unsqueeze(-1).to(x.dtype)
+        return (x * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def padded(count: int = 8, batch: int = 4, seq: int = 16):
+    rng = np.random.default_rng(3)
+    for _ in range(count):
+        lengths = rng.integers(seq // 4, seq + 1, size=batch)
+        mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
+        yield {"tokens": rng.integers(1, 100, size=(batch, seq)) * mask, "mask": mask}
