@@ -26,9 +26,10 @@ steps:
   onnx: {{{onnx}}}
   fp16: {{uses: quantize, needs: [onnx], precision: fp16}}
   int8_static: {{uses: quantize, needs: [onnx], recipe: static{data}}}
-  int8_dynamic: {{uses: quantize, needs: [onnx], recipe: dynamic}}
+  int8_dynamic: {{uses: quantize, needs: [onnx], recipe: dynamic{data}}}
+  int8_unfused: {{uses: quantize, needs: [onnx], recipe: dynamic, fuse: false{data}}}
   compare:
-    needs: [onnx, fp16, int8_static, int8_dynamic]
+    needs: [onnx, fp16, int8_static, int8_dynamic, int8_unfused]{compare_data}
     metric: cosine
     threshold: 0.0
     samples: 4
@@ -42,7 +43,8 @@ def pipeline(source: Path, iterations: int) -> str:
     head = text[: text.index("steps:")]
     is_cnn = "calib" in head
     onnx = "opset: 17" if is_cnn else "opset: 18, exporter: dynamo"
-    return head + STEPS.format(onnx=onnx, data=", data: calib" if is_cnn else "",
+    return head + STEPS.format(onnx=onnx, data=", data: calib" if is_cnn else ", data: padded",
+                               compare_data="" if is_cnn else "\n    data: padded",
                                iterations=iterations)
 
 
@@ -62,7 +64,8 @@ def table(name: str, report: dict) -> None:
     print(f"  {'variant':<14}{'ms':>9}{'vs eager':>10}{'vs ORT fp32':>13}{'cosine min':>12}"
           f"{'top-1':>8}")
     for step, label in (("onnx", "ORT fp32"), ("fp16", "ORT fp16"),
-                        ("int8_static", "int8 static"), ("int8_dynamic", "int8 dynamic")):
+                        ("int8_static", "int8 static"), ("int8_dynamic", "int8 dynamic"),
+                        ("int8_unfused", "  no fusion")):
         c = rows[step]
         ms = c["latency_ms"]["median"]
         top1 = "—" if c.get("top1") is None else f"{c['top1']:.1%}"

@@ -27,22 +27,31 @@ def main() -> None:
         return
     work = Path(tempfile.mkdtemp())
     shutil.copytree(HERE, work / "minilm")
-    subprocess.run([sys.executable, "-m", "qntz", "run", "minilm/pipeline.yaml"], cwd=work,
+    for pipeline, route in (("pipeline.yaml", "torch.export + dynamo exporter"),
+                            ("pipeline-trace.yaml", "trace + TorchScript exporter")):
+        report_on(work, pipeline, route)
+    shutil.rmtree(work)
+
+
+def report_on(work: Path, pipeline: str, route: str) -> None:
+    subprocess.run([sys.executable, "-m", "qntz", "run", f"minilm/{pipeline}"], cwd=work,
                    check=True, stdout=subprocess.DEVNULL)
-    report = json.loads((work / "out" / "minilm" / "compare" / "report.json").read_text())
-    quant = json.loads((work / "out" / "minilm" / "int8" / "quantize.json").read_text())
+    name = "minilm" if pipeline == "pipeline.yaml" else "minilm-trace"
+    report = json.loads((work / "out" / name / "compare" / "report.json").read_text())
+    quant = json.loads((work / "out" / name / "int8" / "quantize.json").read_text())
     rows = {c["id"]: c for c in report["candidates"]}
     fp32, int8 = rows["onnx"], rows["int8"]
     out = int8["outputs"][0]
-    print(f"all-MiniLM-L6-v2, INT8 recipe: {quant['recipe']['mode']} "
-          f"({quant['recipe']['why']})")
+    fusion = quant["fusion"] or {}
+    print(f"all-MiniLM-L6-v2, {route}: INT8 recipe {quant['recipe']['mode']}; fused "
+          f"{', '.join(fusion.get('applied', {})) or 'nothing'}; attention: "
+          f"{fusion.get('attention', '-')}")
     print(f"  {len(report['samples'])} batches of real sentences: cosine mean "
           f"{out['cosine_mean']:.4f}, worst {out['cosine_min']:.4f}   (target >= 0.99)")
     speed = fp32["latency_ms"]["median"] / int8["latency_ms"]["median"]
     print(f"  latency: PyTorch {report['reference']['latency_ms']['median']:.2f} ms, ORT FP32 "
           f"{fp32['latency_ms']['median']:.2f} ms, INT8 {int8['latency_ms']['median']:.2f} ms "
           f"= {speed:.2f}x ORT FP32   (target >= 2x)")
-    shutil.rmtree(work)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from qntz.errors import PipelineError, first_line
+from qntz.errors import PipelineError, StepFailed, first_line
 from qntz.steps.base import StepContext
 
 MAX_SENSITIVITY_NODES = 48
@@ -36,15 +36,24 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
             shutil.copyfile(source, prepared)
         try:
             recipe = choose_recipe(onnx.load(str(prepared)), params)
-            fusion = None
-            if recipe.mode == "dynamic":
-                fusion = prepare_dynamic(ctx, prepared, feeds, work)
-                recipe = choose_recipe(onnx.load(str(prepared)), params)
         except ValueError as exc:
             raise PipelineError(str(exc), where=ctx.where, hint="use recipe: static") from exc
-        build = _builder(ctx, prepared, recipe, feeds, work)
-        ctx.report(f"{recipe.mode} int8 quantization")
-        quantized, coverage = build([])
+        fusion, fused = prepare_dynamic(ctx, prepared, feeds, work) if recipe.mode == \
+            "dynamic" else (None, None)
+        for model in ([fused] if fused else []) + [prepared]:
+            recipe = choose_recipe(onnx.load(str(model)), params)
+            build = _builder(ctx, model, recipe, feeds, work)
+            ctx.report(f"{recipe.mode} int8 quantization")
+            try:
+                quantized, coverage = build([])
+            except StepFailed as exc:
+                if model == prepared:
+                    raise
+                fusion.update(used=False, notes=[*fusion["notes"], "quantizing the fused "
+                              f"graph failed ({exc.message}); quantized the unfused one"])
+                continue
+            prepared = model
+            break
         accuracy = measure(prepared, quantized, feeds)
         kept: list[str] = []
         if params["max_drop"] is not None and accuracy[params["metric"]]["drop"] > params[
@@ -64,9 +73,9 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
 
 
 def prepare_dynamic(ctx: StepContext, prepared: Path, feeds: list, work: Path
-                    ) -> dict[str, Any] | None:
-    """Linear layers as MatMul, and on transformer graphs the ONNX Runtime fusions that
-    held up against the float model; `prepared` is rewritten in place."""
+                    ) -> tuple[dict[str, Any] | None, Path | None]:
+    """Linear layers as MatMul (`prepared` is rewritten in place), and on transformer graphs
+    a copy with the ONNX Runtime fusions that held up against the float model."""
     import onnx
 
     from qntz.fusion import fuse_for_onnxruntime
@@ -77,13 +86,12 @@ def prepare_dynamic(ctx: StepContext, prepared: Path, feeds: list, work: Path
     names_given = params["nodes"] or params["exclude_nodes"]  # names of the unfused graph
     if not params["fuse"] or names_given or params["target"] != "onnxruntime" or \
             not looks_like_transformer(onnx.load(str(prepared), load_external_data=False)):
-        return None
+        return None, None
     ctx.report("fusing attention and normalization for ONNX Runtime")
     fused = work / "fused.onnx"
-    result = fuse_for_onnxruntime(prepared, fused, feeds)
-    if result.used:
-        shutil.move(fused, prepared)
-    return result.as_dict()
+    dynamic = {name: spec.dynamic_axes for name, spec in ctx.pipeline.inputs.items()}
+    result = fuse_for_onnxruntime(prepared, fused, feeds, dynamic)
+    return result.as_dict(), fused if result.used else None
 
 
 def _builder(ctx: StepContext, prepared: Path, recipe: Any, feeds: list, work: Path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import onnx
+import pytest
 
 PIPELINE = """
 qntz: 1
@@ -17,15 +18,16 @@ inputs:
 data:
   padded: {{from: callable, function: models.encoders:padded}}
 steps:
-  capture: {{uses: export}}
-  onnx: {{opset: 18}}
+  capture: {{uses: {capture}}}
+  onnx: {{opset: {opset}}}
   int8: {{uses: quantize, data: padded{extra}}}
   compare: {{needs: [onnx, int8], data: padded, metric: cosine, threshold: 0.99}}
 """
 
 
-def run(ws, bias: str = "block", extra: str = "") -> tuple[dict, set[str]]:
-    ws.pipeline(PIPELINE.format(bias=bias, extra=extra))
+def run(ws, bias: str = "block", extra: str = "", capture: str = "export", opset: int = 18
+        ) -> tuple[dict, set[str]]:
+    ws.pipeline(PIPELINE.format(bias=bias, extra=extra, capture=capture, opset=opset))
     result = ws.qntz("run", "pipeline.yaml")
     assert result.code == 0, result.out + result.err
     out = ws.root / "out" / "t" / "int8"
@@ -33,8 +35,11 @@ def run(ws, bias: str = "block", extra: str = "") -> tuple[dict, set[str]]:
     return json.loads((out / "quantize.json").read_text()), ops
 
 
-def test_padding_mask_attention_becomes_qattention(ws):
-    summary, ops = run(ws)
+@pytest.mark.parametrize("capture, opset", [("export", 18), ("trace", 17)])
+def test_padding_mask_attention_becomes_qattention(ws, capture, opset):
+    """Both exporters' graphs: the dynamo one as written, the TorchScript one after its
+    reshape targets are probed and its softmax guards removed."""
+    summary, ops = run(ws, capture=capture, opset=opset)
     fusion = summary["fusion"]
     assert fusion["used"] and fusion["attention"].startswith("Attention (QAttention")
     assert fusion["applied"]["attention"] == 2

@@ -13,18 +13,18 @@ from torch.nn import functional as F
 class SelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
-        self.heads = heads
+        self.heads, self.head_dim = heads, dim // heads
         self.query, self.key, self.value, self.out = (nn.Linear(dim, dim) for _ in range(4))
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        batch, dim = x.shape[0], x.shape[-1]
+        batch = x.shape[0]
 
         def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.view(batch, -1, self.heads, dim // self.heads).transpose(1, 2)
+            return t.view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
 
         attended = F.scaled_dot_product_attention(
             heads(self.query(x)), heads(self.key(x)), heads(self.value(x)), attn_mask=bias)
-        return self.out(attended.transpose(1, 2).reshape(batch, -1, dim))
+        return self.out(attended.transpose(1, 2).reshape(batch, -1, self.heads * self.head_dim))
 
 
 class Layer(nn.Module):
