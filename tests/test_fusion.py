@@ -10,7 +10,7 @@ import pytest
 PIPELINE = """
 qntz: 1
 name: t
-model: {{factory: models.encoders:MaskedEncoder, kwargs: {{bias: {bias}}}}}
+model: {{factory: models.encoders:MaskedEncoder, kwargs: {{bias: {bias}, pool: {pool}}}}}
 inputs:
   tokens: {{shape: [batch, seq], dtype: int64, dynamic: {{batch: [1, 2, 4], seq: [4, 16, 32]}},
            range: [0, 100]}}
@@ -25,9 +25,10 @@ steps:
 """
 
 
-def run(ws, bias: str = "block", extra: str = "", capture: str = "export", opset: int = 18
-        ) -> tuple[dict, set[str]]:
-    ws.pipeline(PIPELINE.format(bias=bias, extra=extra, capture=capture, opset=opset))
+def run(ws, bias: str = "block", extra: str = "", capture: str = "export", opset: int = 18,
+        pool: bool = True) -> tuple[dict, set[str]]:
+    ws.pipeline(PIPELINE.format(bias=bias, extra=extra, capture=capture, opset=opset,
+                                pool=str(pool).lower()))
     result = ws.qntz("run", "pipeline.yaml")
     assert result.code == 0, result.out + result.err
     out = ws.root / "out" / "t" / "int8"
@@ -62,3 +63,15 @@ def test_fuse_false_quantizes_the_graph_as_exported(ws):
     summary, ops = run(ws, extra=", fuse: false")
     assert summary["fusion"] is None
     assert "Softmax" in ops and "MatMulInteger" in ops and "QAttention" not in ops
+
+
+def test_boolean_mask_guard_is_kept_where_a_fully_masked_row_shows(ws):
+    """The exporter guards softmax for rows with every key masked (PyTorch gives zeros);
+    fused attention gives the mean of the values there. Pooled over the mask, nobody sees
+    the difference and the fusion holds; token by token it shows, and it is refused."""
+    pooled, _ = run(ws, bias="boolean", capture="trace", opset=17)
+    assert pooled["fusion"]["used"] and pooled["fusion"]["applied"]["softmax_nan_guard_removed"]
+    tokens, ops = run(ws, bias="boolean", capture="trace", opset=17, pool=False)
+    assert not tokens["fusion"]["used"]
+    assert any("changed the float outputs" in note for note in tokens["fusion"]["notes"])
+    assert "QAttention" not in ops and "MatMulInteger" in ops

@@ -24,13 +24,15 @@ class SelfAttention(nn.Module):
 
 
 class MaskedEncoder(nn.Module):
-    """`bias: block` masks padding out (what BERT does); `bias: bonus` only favours the
-    unmasked tokens, which no padding mask can express."""
+    """`bias: block` masks padding out (what BERT does), `boolean` too, as a boolean mask
+    (fully masked rows attend to nothing); `bias: bonus` only favours the unmasked tokens,
+    which no padding mask can express. `pool: false` returns every token's state."""
 
-    def __init__(self, dim: int = 64, heads: int = 4, layers: int = 2, bias: str = "block"):
+    def __init__(self, dim: int = 64, heads: int = 4, layers: int = 2, bias: str = "block",
+                 pool: bool = True):
         super().__init__()
         torch.manual_seed(0)
-        self.bias = bias
+        self.bias, self.pool = bias, pool
         self.embed = nn.Embedding(100, dim)
         self.attention = nn.ModuleList(SelfAttention(dim, heads) for _ in range(layers))
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
@@ -40,11 +42,15 @@ class MaskedEncoder(nn.Module):
         keep = mask[:, None, None, :].to(x.dtype)
         if self.bias == "block":
             bias = (1.0 - keep) * torch.finfo(x.dtype).min
+        elif self.bias == "boolean":
+            bias = keep > 0
         else:
             bias = keep * 3.0
         bias = bias.expand(-1, 1, tokens.shape[1], -1)
         for attention, norm in zip(self.attention, self.norms):
             x = norm(x + attention(x, bias))
+        if not self.pool:
+            return x
         weights = mask.unsqueeze(-1).to(x.dtype)
         return (x * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
