@@ -5,8 +5,9 @@ ops around them (masks, softmax, transposes, layer norms). onnxscript's rewriter
 into ONNX Runtime's Attention, SkipLayerNormalization and BiasGelu. An Attention whose mask is
 a plain 0/1 padding mask is rewired to take it as `mask_index`, so that quantization turns it
 into QAttention (which has no input for an additive bias); any other Attention is split back
-into its projection MatMul and a MultiHeadAttention that keeps the bias. Every fused graph is
-run against the unfused one on the calibration data, with padding added to the mask, and
+into its projection MatMul and a MultiHeadAttention that keeps the bias. What the exporters
+write in the way of those patterns is undone first (`qntz.exported_graph`). Every fused graph
+is run against the unfused one on the calibration data, with padding added to the masks, and
 dropped when it disagrees.
 """
 
@@ -20,13 +21,19 @@ from typing import Any
 
 import numpy as np
 
+from qntz.exported_graph import (
+    SHAPE_ONLY,
+    bias_second,
+    drop_unused,
+    probe_shapes,
+    unflatten_linears,
+    unguard_softmax,
+)
 from qntz.quiet import quiet
 
 MS_DOMAIN = "com.microsoft"
 AGREEMENT = 0.9999  # cosine per row between the fused and the unfused float model
 SLOWER_FUSED_RESIDUAL = 1.3
-SHAPE_ONLY = ("Shape", "Size")  # read only the shape of their input, never its values
-ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Pow")
 
 
 @dataclass
@@ -53,10 +60,10 @@ def fuse_for_onnxruntime(source: Path, target: Path, feeds: list[dict[str, np.nd
 
     result = Fusion()
     model = onnx.load(str(source))
-    prepared = {"linear_without_flatten": _unflatten_linears(model),
-                "bias_added_second": _bias_second(model),
-                "softmax_nan_guard_removed": _unguard_softmax(model),
-                "no_op_reshape_removed": _probe_shapes(model, feeds, dynamic)}
+    prepared = {"linear_without_flatten": unflatten_linears(model),
+                "bias_added_second": bias_second(model),
+                "softmax_nan_guard_removed": unguard_softmax(model),
+                "no_op_reshape_removed": probe_shapes(model, feeds, dynamic)}
     try:
         fused, result.applied = _onnxscript_fusions(model)
     except Exception as exc:  # the rewriter meets graphs it was not written for
@@ -71,7 +78,7 @@ def fuse_for_onnxruntime(source: Path, target: Path, feeds: list[dict[str, np.nd
     if not result.applied:
         return result
     checks = _verification_feeds(fused, feeds)
-    reference = _outputs(source.read_bytes(), checks)
+    reference = _outputs(str(source), checks)
     for label, variant in _attention_variants(fused):
         residual = _prefer_sum_residuals(variant)
         if _agrees(variant, reference, checks):
@@ -82,183 +89,6 @@ def fuse_for_onnxruntime(source: Path, target: Path, feeds: list[dict[str, np.nd
     return result
 
 
-def _bias_second(model: Any) -> int:
-    """Add(bias, x) → Add(x, bias), the order the attention patterns look for."""
-    constants = {i.name for i in model.graph.initializer}
-    swapped = 0
-    for node in model.graph.node:
-        if node.op_type == "Add" and node.input[0] in constants and \
-                node.input[1] not in constants:
-            node.input[0], node.input[1] = node.input[1], node.input[0]
-            swapped += 1
-    return swapped
-
-
-def _unguard_softmax(model: Any) -> int:
-    """Where(IsNaN(Softmax(s)), 0, Softmax(s)) → Softmax(s), as the TorchScript exporter
-    guards attention. The guard only acts on a row whose keys are all masked, which the
-    fused attention gives the mean of the values instead of zeros."""
-    readers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    renamed, dropped = {}, set()
-    for softmax in (n for n in model.graph.node if n.op_type == "Softmax"):
-        users = readers.get(softmax.output[0], [])
-        nan = [u for u in users if u.op_type == "IsNaN"]
-        where = [u for u in users if u.op_type == "Where"]
-        if len(users) == 2 and len(nan) == 1 and len(where) == 1 and \
-                where[0].input[0] == nan[0].output[0] and where[0].input[2] == softmax.output[0]:
-            renamed[where[0].output[0]] = softmax.output[0]
-            dropped |= {nan[0].output[0], where[0].output[0]}
-    if not renamed or renamed.keys() & {o.name for o in model.graph.output}:
-        return 0
-    kept = [n for n in model.graph.node if n.output[0] not in dropped]
-    for node in kept:
-        node.input[:] = [renamed.get(i, i) for i in node.input]
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
-    return len(renamed)
-
-
-def _probe_shapes(model: Any, feeds: list[dict[str, np.ndarray]],
-                  dynamic: dict[str, dict[int, str]]) -> int:
-    """Run the model at two small sizes and record every intermediate's shape (a dim that
-    moves with an input dim gets its name), since exporters compute reshape targets at run
-    time and the attention patterns need head counts; then drop the reshapes that kept the
-    shape at both sizes. Returns the number dropped; does nothing if the probe cannot run."""
-    from onnx import helper
-
-    try:
-        first, second = (_intermediates(model, f) for f in _probe_feeds(feeds[0], dynamic))
-    except Exception:
-        return 0
-    names = _dim_names(model, dynamic)
-    pairs = {sizes: names.get(dim, dim) for dim, sizes in _probe_sizes(feeds[0], dynamic).items()}
-    renamed, dropped = {}, set()
-    for node in (n for n in model.graph.node if n.op_type == "Reshape"):
-        source, result = node.input[0], node.output[0]
-        if source in first and result in first and first[source].shape == \
-                first[result].shape and second[source].shape == second[result].shape:
-            renamed[result] = source
-            dropped.add(result)
-    graph_names = {v.name for v in [*model.graph.input, *model.graph.output]}
-    if renamed.keys() & graph_names:
-        return 0
-    _fold_shape_constants(model, first, second)
-    kept = [n for n in model.graph.node if n.output[0] not in dropped]
-    for node in kept:
-        node.input[:] = [renamed.get(i, i) for i in node.input]
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
-    del model.graph.value_info[:]
-    for name, value in first.items():
-        other = second[name]
-        if name in graph_names or name in renamed or value.ndim != other.ndim:
-            continue
-        dims = [a if a == b else pairs.get((a, b)) for a, b in zip(value.shape, other.shape)]
-        model.graph.value_info.append(helper.make_tensor_value_info(
-            name, helper.np_dtype_to_tensor_dtype(value.dtype), dims))
-    return len(renamed)
-
-
-def _fold_shape_constants(model: Any, first: dict[str, np.ndarray],
-                          second: dict[str, np.ndarray]) -> None:
-    """Small values computed from shapes alone and equal at both probe sizes (a softmax
-    scale from the head size, say) become initializers, scalars where only elementwise
-    arithmetic reads them: the attention patterns look for constant scales."""
-    from onnx import numpy_helper
-
-    constants = {i.name for i in model.graph.initializer}
-    varying = {i.name for i in model.graph.input} - constants
-    readers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-        if node.op_type not in SHAPE_ONLY and any(i in varying for i in node.input):
-            varying.update(node.output)
-    folded_names: set[str] = set()
-    for node in model.graph.node:
-        value = node.output[0] if len(node.output) == 1 else ""
-        if node.op_type == "Constant" or value in varying or value not in first or \
-                first[value].size > 16 or not np.array_equal(first[value], second[value]):
-            continue
-        folded = first[value]
-        if folded.size == 1 and all(r.op_type in ELEMENTWISE for r in readers.get(value, [])):
-            folded = folded.reshape(())
-        model.graph.initializer.append(numpy_helper.from_array(folded, value))
-        folded_names.add(value)
-    kept = [n for n in model.graph.node if not folded_names.issuperset(o for o in n.output if o)]
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
-    _drop_unused(model)
-
-
-def _probe_sizes(feed: dict[str, np.ndarray], dynamic: dict[str, dict[int, str]]
-                 ) -> dict[str, tuple[int, int]]:
-    """Two sizes per dynamic dim, small, and different for every dim so they can be told
-    apart in the intermediates."""
-    actual = {dim: feed[name].shape[axis] for name, axes in dynamic.items() if name in feed
-              for axis, dim in axes.items()}
-    sizes = {}
-    for index, (dim, size) in enumerate(sorted(actual.items())):
-        small = min(size, 12 - 2 * index)
-        smaller = small - 1 - index
-        if smaller < 1:
-            raise ValueError(f"dim {dim} is too small to probe")
-        sizes[dim] = (small, smaller)
-    return sizes
-
-
-def _probe_feeds(feed: dict[str, np.ndarray], dynamic: dict[str, dict[int, str]]
-                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    sizes = _probe_sizes(feed, dynamic)
-    if not sizes:
-        raise ValueError("no dynamic dims")
-    probes = []
-    for pick in (0, 1):
-        probe = {}
-        for name, value in feed.items():
-            index = [slice(None)] * value.ndim
-            for axis, dim in dynamic.get(name, {}).items():
-                index[axis] = slice(0, sizes[dim][pick])
-            probe[name] = np.ascontiguousarray(value[tuple(index)])
-        probes.append(probe)
-    return probes[0], probes[1]
-
-
-def _dim_names(model: Any, dynamic: dict[str, dict[int, str]]) -> dict[str, str]:
-    """The model's own name for each pipeline dim (exporters write s0, s1 or the axis names)."""
-    names = {}
-    for value in model.graph.input:
-        for axis, dim in dynamic.get(value.name, {}).items():
-            shape = value.type.tensor_type.shape.dim
-            names.setdefault(dim, shape[axis].dim_param if axis < len(shape) and
-                             shape[axis].dim_param else dim)
-    return names
-
-
-def _intermediates(model: Any, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    import onnx
-    import onnxruntime as ort
-    from onnx import helper
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    for node in probe.graph.node:
-        probe.graph.output.extend(helper.make_empty_tensor_value_info(o)
-                                  for o in node.output if o and o not in known)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    sess = ort.InferenceSession(probe.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
-    names = {i.name for i in sess.get_inputs()}
-    values = sess.run(None, {k: v for k, v in feed.items() if k in names})
-    return {o.name: v for o, v in zip(sess.get_outputs(), values) if isinstance(v, np.ndarray)}
-
-
 def _onnxscript_fusions(model: Any) -> tuple[Any, dict[str, int]]:
     import onnx_ir as ir
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
@@ -266,52 +96,6 @@ def _onnxscript_fusions(model: Any) -> tuple[Any, dict[str, int]]:
     with quiet("", "onnxscript"):
         fused, counts = optimize_for_ort(ir.from_proto(model))
     return ir.to_proto(fused), {k: int(v) for k, v in counts.items() if v}
-
-
-def _unflatten_linears(model: Any) -> int:
-    """Reshape(x, [-1, K]) → MatMul → Add → Reshape back, as simplifiers write a Linear over
-    a 3-D input, becomes MatMul → Add on x itself: the attention patterns need it."""
-    from onnx import numpy_helper, shape_inference
-
-    constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    inferred = shape_inference.infer_shapes(model).graph
-    ranks = {v.name: len(v.type.tensor_type.shape.dim)
-             for v in [*inferred.value_info, *inferred.input, *inferred.output]
-             if v.type.tensor_type.HasField("shape")}
-    producers = {o: n for n in model.graph.node for o in n.output}
-    readers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    outputs = {o.name for o in model.graph.output}
-    renamed, dropped = {}, set()
-    for matmul in (n for n in model.graph.node if n.op_type == "MatMul"):
-        flatten = producers.get(matmul.input[0])
-        following = readers.get(matmul.output[0], [])
-        if flatten is None or flatten.op_type != "Reshape" or len(following) != 1 or \
-                matmul.input[1] not in constants or len(readers[flatten.output[0]]) != 1:
-            continue
-        target = constants.get(flatten.input[1])
-        add = following[0]
-        restore = readers.get(add.output[0], [])
-        if target is None or target.tolist()[:1] != [-1] or target.size != 2 or \
-                add.op_type != "Add" or len(restore) != 1 or restore[0].op_type != "Reshape" or \
-                {add.output[0], restore[0].output[0]} & outputs:
-            continue
-        rank = ranks.get(flatten.input[0])
-        if rank is None or rank != ranks.get(restore[0].output[0]):
-            continue  # the reshape back also splits or merges dimensions
-        matmul.input[0] = flatten.input[0]
-        renamed[restore[0].output[0]] = add.output[0]
-        dropped |= {flatten.output[0], restore[0].output[0]}
-    if not renamed:
-        return 0
-    kept = [n for n in model.graph.node if n.output[0] not in dropped]
-    for node in kept:
-        node.input[:] = [renamed.get(i, i) for i in node.input]
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
-    return len(renamed)
 
 
 def _attention_variants(model: Any) -> list[tuple[str, Any]]:
@@ -359,7 +143,7 @@ def _fold_packed_weights(model: Any) -> None:
         sizes = _attribute(node, "qkv_hidden_sizes")
         if sizes and len(set(sizes)) == 1:
             node.attribute.remove(next(a for a in node.attribute if a.name == "qkv_hidden_sizes"))
-    _drop_unused(model)
+    drop_unused(model)
 
 
 def _padding_mask(model: Any, attention: list[Any]) -> str | None:
@@ -403,7 +187,7 @@ def _use_mask_index(model: Any, mask: str) -> None:
             node.input[3], node.input[5] = index, ""
             while node.input[-1] == "":
                 node.input.pop()
-    _drop_unused(model)
+    drop_unused(model)
 
 
 def _unpack_attention(model: Any) -> bool:
@@ -422,17 +206,19 @@ def _unpack_attention(model: Any) -> bool:
         weight = initializers.get(node.input[1])
         if weight is None or weight.dims[-1] % 3:
             return False
-        projected, q, k, v, sizes = (f"{node.name}_{s}" for s in ("qkv", "q", "k", "v", "sizes"))
+        base = node.output[0]
+        projected, q, k, v, sizes = (f"{base}_{s}" for s in ("qkv", "q", "k", "v", "sizes"))
         model.graph.initializer.append(
             numpy_helper.from_array(np.full(3, weight.dims[-1] // 3, np.int64), sizes))
         keep = {a.name: helper.get_attribute_value(a) for a in node.attribute
                 if a.name in ("num_heads", "scale", "mask_filter_value")}
         bias = node.input[5] if len(node.input) > 5 else ""
-        nodes += [helper.make_node("MatMul", node.input[:2], [projected], name=f"{node.name}_qkv"),
+        nodes += [helper.make_node("MatMul", node.input[:2], [projected], name=f"{base}_qkv"),
                   helper.make_node("Split", [projected, sizes], [q, k, v], axis=-1,
-                                   name=f"{node.name}_split"),
+                                   name=f"{base}_split"),
                   helper.make_node("MultiHeadAttention", [q, k, v, node.input[2], "", bias],
-                                   list(node.output), domain=MS_DOMAIN, name=node.name, **keep)]
+                                   list(node.output), domain=MS_DOMAIN,
+                                   name=f"{base}_attention", **keep)]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return True
@@ -454,7 +240,7 @@ def _prefer_sum_residuals(model: Any) -> str:
         return "unchanged"
     ratio = _skip_layernorm_slowdown(hidden)
     if ratio < SLOWER_FUSED_RESIDUAL:
-        return f"SkipLayerNormalization (measured {ratio:.2f}x of Sum + LayerNormalization)"
+        return "SkipLayerNormalization (measured no slower than Sum + LayerNormalization)"
     rewritten = {n.output[0] for n in skips}
     nodes = []
     for node in model.graph.node:
@@ -462,16 +248,18 @@ def _prefer_sum_residuals(model: Any) -> str:
             nodes.append(node)
             continue
         summed = [i for i in (*node.input[:2], *node.input[4:5]) if i]
-        total = node.output[3] if len(node.output) > 3 and node.output[3] else f"{node.name}_sum"
+        total = node.output[3] if len(node.output) > 3 and node.output[3] else \
+            f"{node.output[0]}_sum"
         epsilon = _attribute(node, "epsilon")
-        nodes += [helper.make_node("Sum", summed, [total], name=f"{node.name}_sum"),
+        nodes += [helper.make_node("Sum", summed, [total], name=f"{node.output[0]}_sum"),
                   helper.make_node("LayerNormalization", [total, *node.input[2:4]],
-                                   [node.output[0]], axis=-1, name=node.name,
+                                   [node.output[0]], axis=-1, name=f"{node.output[0]}_norm",
                                    epsilon=1e-12 if epsilon is None else epsilon)]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    # no figure here: the summary is an output, and must not change from run to run
     return (f"Sum + LayerNormalization: ONNX Runtime's SkipLayerNormalization measured "
-            f"{ratio:.1f}x slower here")
+            f"over {SLOWER_FUSED_RESIDUAL}x slower here")
 
 
 def _hidden_size(model: Any, node: Any) -> int | None:
@@ -560,13 +348,13 @@ def _agrees(candidate: Any, reference: list[list[np.ndarray]],
     return True
 
 
-def _outputs(model: bytes, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+def _outputs(model: bytes | str, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
     sess = _session(model)
     names = {i.name for i in sess.get_inputs()}
     return [sess.run(None, {k: v for k, v in f.items() if k in names}) for f in feeds]
 
 
-def _session(model: bytes) -> Any:
+def _session(model: bytes | str) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -579,18 +367,3 @@ def _attribute(node: Any, name: str) -> Any:
 
     found = [a for a in node.attribute if a.name == name]
     return helper.get_attribute_value(found[0]) if found else None
-
-
-def _drop_unused(model: Any) -> None:
-    """Nodes and initializers nothing reads any more (a folded Concat, a replaced mask)."""
-    needed = {o.name for o in model.graph.output}
-    kept = []
-    for node in reversed(model.graph.node):
-        if any(o in needed for o in node.output):
-            kept.append(node)
-            needed.update(node.input)
-    del model.graph.node[:]
-    model.graph.node.extend(reversed(kept))
-    unused = [i for i in model.graph.initializer if i.name not in needed]
-    for tensor in unused:
-        model.graph.initializer.remove(tensor)
