@@ -45,11 +45,7 @@ def unguard_softmax(model: Any) -> int:
             dropped |= {nan[0].output[0], where[0].output[0]}
     if not renamed or renamed.keys() & {o.name for o in model.graph.output}:
         return 0
-    kept = [n for n in model.graph.node if n.output[0] not in dropped]
-    for node in kept:
-        node.input[:] = [renamed.get(i, i) for i in node.input]
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
+    _bypass(model, renamed, dropped)
     return len(renamed)
 
 
@@ -83,11 +79,7 @@ def probe_shapes(model: Any, feeds: list[dict[str, np.ndarray]],
     if renamed.keys() & graph_names:
         return 0
     _fold_shape_constants(model, first, second)
-    kept = [n for n in model.graph.node if n.output[0] not in dropped]
-    for node in kept:
-        node.input[:] = [renamed.get(i, i) for i in node.input]
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
+    _bypass(model, renamed, dropped)
     del model.graph.value_info[:]
     for name, value in first.items():
         other = second[name]
@@ -234,12 +226,18 @@ def unflatten_linears(model: Any) -> int:
         dropped |= {flatten.output[0], restore[0].output[0]}
     if not renamed:
         return 0
+    _bypass(model, renamed, dropped)
+    return len(renamed)
+
+
+def _bypass(model: Any, renamed: dict[str, str], dropped: set[str]) -> None:
+    """Remove the nodes whose first output is in `dropped`; readers of a `renamed` value
+    read its replacement instead."""
     kept = [n for n in model.graph.node if n.output[0] not in dropped]
     for node in kept:
         node.input[:] = [renamed.get(i, i) for i in node.input]
     del model.graph.node[:]
     model.graph.node.extend(kept)
-    return len(renamed)
 
 
 def drop_unused(model: Any) -> None:

@@ -215,3 +215,21 @@ def test_image_folder_and_npy_calibration(ws):
     run_ok(ws)
     assert summary(ws, "from_images")["calibration"]["batches"] == 3
     assert summary(ws, "from_npy")["calibration"]["batches"] == 2
+
+
+def test_dynamic_quantizes_gemm_linear_layers(ws):
+    """The TorchScript exporter writes Linear on 2-D input as Gemm, which ONNX Runtime's
+    dynamic quantization skips; qntz hands it over as MatMul so every layer is int8."""
+    ws.pipeline(pipeline_text("models.clean:PooledHead", """
+    capture: {uses: trace}
+    onnx: {opset: 17}
+    int8: {uses: quantize, recipe: dynamic}
+    compare: {needs: [onnx, int8], tolerances: {int8: {metric: cosine, threshold: 0.99}}}
+    """, shape="[batch, 8, 32]"))
+    run_ok(ws)
+    exported = {n.op_type for n in onnx.load(str(ws.root / "out" / "t" / "onnx" / "model.onnx"))
+                .graph.node}
+    assert {"Gemm", "MatMul"} <= exported
+    kinds = ops(ws, "int8")
+    assert "Gemm" not in kinds and "MatMulInteger" in kinds
+    assert summary(ws, "int8")["coverage"] == {"quantized_nodes": 2, "float_nodes": []}

@@ -49,3 +49,15 @@ class TinyTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
+
+
+class PooledHead(nn.Module):
+    """A Linear over a sequence (exported as MatMul) and one over its mean (as Gemm)."""
+
+    def __init__(self, features: int = 32):
+        super().__init__()
+        self.mix = nn.Linear(features, features)
+        self.head = nn.Linear(features, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.mix(x)).mean(dim=1))
