@@ -40,20 +40,15 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
             raise PipelineError(str(exc), where=ctx.where, hint="use recipe: static") from exc
         fusion, fused = prepare_dynamic(ctx, prepared, feeds, work) if recipe.mode == \
             "dynamic" else (None, None)
-        for model in ([fused] if fused else []) + [prepared]:
-            recipe = choose_recipe(onnx.load(str(model)), params)
-            build = _builder(ctx, model, recipe, feeds, work)
-            ctx.report(f"{recipe.mode} int8 quantization")
+        if fused is not None:
             try:
-                quantized, coverage = build([])
+                recipe, build, quantized, coverage = _quantize(ctx, fused, feeds, work)
+                prepared = fused
             except StepFailed as exc:
-                if model == prepared:
-                    raise
                 fusion.update(used=False, notes=[*fusion["notes"], "quantizing the fused "
                               f"graph failed ({exc.message}); quantized the unfused one"])
-                continue
-            prepared = model
-            break
+        if prepared != fused:
+            recipe, build, quantized, coverage = _quantize(ctx, prepared, feeds, work)
         accuracy = measure(prepared, quantized, feeds)
         kept: list[str] = []
         if params["max_drop"] is not None and accuracy[params["metric"]]["drop"] > params[
@@ -70,6 +65,18 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
                             "method": params["method"] if recipe.mode == "static" else None},
             "coverage": {k: v for k, v in coverage.items() if k != "intended"},
             "accuracy": accuracy, "kept_float_for_budget": kept, **describe(ctx.out / "model.onnx")}
+
+
+def _quantize(ctx: StepContext, prepared: Path, feeds: list, work: Path) -> tuple:
+    """The recipe for `prepared`, its builder, and the model built with nothing kept float."""
+    import onnx
+
+    from qntz.quantization import choose_recipe
+
+    recipe = choose_recipe(onnx.load(str(prepared)), ctx.params)
+    build = _builder(ctx, prepared, recipe, feeds, work)
+    ctx.report(f"{recipe.mode} int8 quantization")
+    return recipe, build, *build([])
 
 
 def prepare_dynamic(ctx: StepContext, prepared: Path, feeds: list, work: Path
