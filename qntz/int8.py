@@ -97,7 +97,10 @@ def prepare_dynamic(ctx: StepContext, prepared: Path, feeds: list, work: Path
     ctx.report("fusing attention and normalization for ONNX Runtime")
     fused = work / "fused.onnx"
     dynamic = {name: spec.dynamic_axes for name, spec in ctx.pipeline.inputs.items()}
-    result = fuse_for_onnxruntime(prepared, fused, feeds, dynamic)
+    try:
+        result = fuse_for_onnxruntime(prepared, fused, feeds, dynamic)
+    except Exception as exc:  # an optimization that breaks must not break the step
+        return {"used": False, "notes": [f"fusion failed: {first_line(exc)}"]}, None
     return result.as_dict(), fused if result.used else None
 
 

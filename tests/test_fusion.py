@@ -75,3 +75,30 @@ def test_boolean_mask_guard_is_kept_where_a_fully_masked_row_shows(ws):
     assert not tokens["fusion"]["used"]
     assert any("changed the float outputs" in note for note in tokens["fusion"]["notes"])
     assert "QAttention" not in ops and "MatMulInteger" in ops
+
+
+def test_an_input_that_only_looks_like_a_mask_is_not_broken(ws):
+    """Padding is added to every 0/1 integer input to check the fusion; where that makes an
+    input invalid (a token type the model does not have), the check does without it."""
+    ws.pipeline("""
+    qntz: 1
+    name: t
+    model: {factory: models.encoders:TypedEncoder}
+    inputs:
+      tokens: {shape: [batch, seq], dtype: int64, dynamic: {batch: [1, 2, 4], seq: [4, 16, 32]},
+               range: [0, 100]}
+      mask: {shape: [batch, seq], dtype: int64, range: [1, 2]}
+      types: {shape: [batch, seq], dtype: int64, range: [0, 1]}
+    data:
+      typed: {from: callable, function: models.encoders:typed}
+    steps:
+      capture: {uses: export}
+      onnx: {opset: 18}
+      int8: {uses: quantize, data: typed}
+      compare: {needs: [onnx, int8], data: typed, metric: cosine, threshold: 0.99}
+    """)
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.out + result.err
+    summary = json.loads((ws.root / "out" / "t" / "int8" / "quantize.json").read_text())
+    assert summary["fusion"]["used"]
+    assert summary["fusion"]["attention"].startswith("Attention (QAttention")

@@ -61,3 +61,21 @@ def padded(count: int = 8, batch: int = 4, seq: int = 16):
         lengths = rng.integers(seq // 4, seq + 1, size=batch)
         mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
         yield {"tokens": rng.integers(1, 100, size=(batch, seq)) * mask, "mask": mask}
+
+
+class TypedEncoder(MaskedEncoder):
+    """A third input of token types with a single type, as RoBERTa has: 0 is its only
+    valid value, although it looks like a 0/1 mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.types = nn.Embedding(1, 64)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, types: torch.Tensor
+                ) -> torch.Tensor:
+        return super().forward(tokens, mask) + self.types(types).mean(1)
+
+
+def typed(count: int = 8):
+    for feed in padded(count):
+        yield {**feed, "types": np.zeros_like(feed["tokens"])}
