@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from qntz.errors import PipelineError, StepFailed, first_line
+from qntz.errors import PipelineError, first_line
 from qntz.steps.base import StepContext
 
 MAX_SENSITIVITY_NODES = 48
@@ -40,16 +40,16 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
             raise PipelineError(str(exc), where=ctx.where, hint="use recipe: static") from exc
         fusion, fused = prepare_dynamic(ctx, prepared, feeds, work) if recipe.mode == \
             "dynamic" else (None, None)
+        done = None
         if fused is not None:
-            try:
-                recipe, build, quantized, coverage = _quantize(ctx, fused, feeds, work)
+            try:  # the fused graph is an optimization: if it cannot be quantized, do without
+                done = _quantize(ctx, fused, feeds, work)
                 prepared = fused
-            except StepFailed as exc:
+            except Exception as exc:
                 fusion.update(used=False, notes=[*fusion["notes"], "quantizing the fused "
-                              f"graph failed ({exc.message}); quantized the unfused one"])
-        if prepared != fused:
-            recipe, build, quantized, coverage = _quantize(ctx, prepared, feeds, work)
-        accuracy = measure(prepared, quantized, feeds)
+                              f"graph failed ({first_line(exc)}); quantized the unfused one"])
+        recipe, build, quantized, coverage, accuracy = done or _quantize(ctx, prepared, feeds,
+                                                                         work)
         kept: list[str] = []
         if params["max_drop"] is not None and accuracy[params["metric"]]["drop"] > params[
                 "max_drop"]:
@@ -68,7 +68,8 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
 
 
 def _quantize(ctx: StepContext, prepared: Path, feeds: list, work: Path) -> tuple:
-    """The recipe for `prepared`, its builder, and the model built with nothing kept float."""
+    """The recipe for `prepared`, its builder, the model built with nothing kept float, its
+    coverage and its accuracy against `prepared`."""
     import onnx
 
     from qntz.quantization import choose_recipe
@@ -76,7 +77,8 @@ def _quantize(ctx: StepContext, prepared: Path, feeds: list, work: Path) -> tupl
     recipe = choose_recipe(onnx.load(str(prepared)), ctx.params)
     build = _builder(ctx, prepared, recipe, feeds, work)
     ctx.report(f"{recipe.mode} int8 quantization")
-    return recipe, build, *build([])
+    quantized, coverage = build([])
+    return recipe, build, quantized, coverage, measure(prepared, quantized, feeds)
 
 
 def prepare_dynamic(ctx: StepContext, prepared: Path, feeds: list, work: Path

@@ -102,3 +102,21 @@ def test_an_input_that_only_looks_like_a_mask_is_not_broken(ws):
     summary = json.loads((ws.root / "out" / "t" / "int8" / "quantize.json").read_text())
     assert summary["fusion"]["used"]
     assert summary["fusion"]["attention"].startswith("Attention (QAttention")
+
+
+def test_a_fused_graph_that_cannot_be_quantized_falls_back(ws, monkeypatch):
+    """Stand-in for a quantizer that meets a fused op it does not handle."""
+    from qntz import quantization
+
+    real = quantization.quantize_int8
+
+    def refuse_fused(source, *args, **kwargs):
+        if source.name == "fused.onnx":
+            raise RuntimeError("no quantizer for this fused op")
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(quantization, "quantize_int8", refuse_fused)
+    summary, ops = run(ws)
+    assert not summary["fusion"]["used"]
+    assert "no quantizer for this fused op" in summary["fusion"]["notes"][-1]
+    assert "QAttention" not in ops and "MatMulInteger" in ops
