@@ -273,6 +273,8 @@ def _skip_layernorm_slowdown(hidden: int, rounds: int = 60) -> float:
     """Time of ONNX Runtime's fused residual + LayerNorm over Sum + LayerNorm, same data."""
     from onnx import TensorProto, helper, numpy_helper
 
+    from qntz.ortrun import session
+
     shape = [4, 64, hidden]
     gamma = numpy_helper.from_array(np.ones(hidden, np.float32), "gamma")
     beta = numpy_helper.from_array(np.zeros(hidden, np.float32), "beta")
@@ -286,7 +288,7 @@ def _skip_layernorm_slowdown(hidden: int, rounds: int = 60) -> float:
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [gamma, beta])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
-        sess = _session(model.SerializeToString())
+        sess = session(model.SerializeToString())
         for _ in range(10):
             sess.run(None, feed)
         start = time.perf_counter()
@@ -323,12 +325,13 @@ def _reference(source: Path, feeds: list[dict[str, np.ndarray]]
                ) -> tuple[list[dict[str, np.ndarray]], list[list[np.ndarray]]]:
     """The unfused model's outputs on the feeds it accepts (an added padding row can be out
     of range for an input that only looked like a mask)."""
-    sess = _session(str(source))
-    names = {i.name for i in sess.get_inputs()}
+    from qntz.ortrun import run, session
+
+    sess = session(source)
     kept, outputs = [], []
     for feed in feeds:
         try:
-            outputs.append(sess.run(None, {k: v for k, v in feed.items() if k in names}))
+            outputs.append(run(sess, feed))
         except Exception:
             continue
         kept.append(feed)
@@ -339,8 +342,12 @@ def _agrees(candidate: Any, reference: list[list[np.ndarray]],
             feeds: list[dict[str, np.ndarray]]) -> bool:
     """Every output equal to the unfused model's up to float rounding, row by row (rows the
     unfused model itself gives NaN or infinity for are not compared)."""
+    from qntz.metrics import row_cosines
+    from qntz.ortrun import run, session
+
     try:
-        got = _outputs(candidate.SerializeToString(), feeds)
+        sess = session(candidate.SerializeToString())
+        got = [run(sess, feed) for feed in feeds]
     except Exception:
         return False
     for outs, wants in zip(got, reference):
@@ -348,33 +355,15 @@ def _agrees(candidate: Any, reference: list[list[np.ndarray]],
             if out.shape != want.shape:
                 return False
             rows = max(len(want), 1) if want.ndim else 1
-            a = out.reshape(rows, -1).astype(np.float64)
-            b = want.reshape(rows, -1).astype(np.float64)
+            a, b = out.reshape(rows, -1), want.reshape(rows, -1)
             finite = np.isfinite(b).all(1)
             a, b = a[finite], b[finite]
             if not np.isfinite(a).all():
                 return False
-            if a.size and np.abs(a - b).max() > 1e-3 * max(np.abs(b).max(), 1e-6):
-                return False
-            norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-            cosine = np.where(norms > 0, (a * b).sum(1) / np.maximum(norms, 1e-30), 1.0)
-            if cosine.size and cosine.min() < AGREEMENT:
+            if a.size and (np.abs(a - b).max() > 1e-3 * max(np.abs(b).max(), 1e-6) or
+                           row_cosines(a, b).min() < AGREEMENT):
                 return False
     return True
-
-
-def _outputs(model: bytes | str, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-    sess = _session(model)
-    names = {i.name for i in sess.get_inputs()}
-    return [sess.run(None, {k: v for k, v in f.items() if k in names}) for f in feeds]
-
-
-def _session(model: bytes | str) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def _attribute(node: Any, name: str) -> Any:

@@ -150,15 +150,15 @@ def outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
 def measure(reference: Path, candidate: Path, feeds: list[dict[str, np.ndarray]],
             expected: list[np.ndarray] | None = None) -> dict[str, Any]:
     """Agreement of the first output with the float model: cosine per row and top-1."""
+    from qntz.metrics import row_cosines
+
     want = expected if expected is not None else outputs(reference, feeds)
     got = outputs(candidate, feeds)
     cosines, agree, total = [], 0, 0
     for g, w in zip(got, want):
-        g2, w2 = g.reshape(len(g), -1).astype(np.float64), w.reshape(len(w), -1).astype(np.float64)
-        norms = np.linalg.norm(g2, axis=1) * np.linalg.norm(w2, axis=1)
-        cosines.extend(np.where(norms > 0, (g2 * w2).sum(1) / np.maximum(norms, 1e-30), 1.0))
-        agree += int((g2.argmax(1) == w2.argmax(1)).sum())
-        total += len(g2)
+        cosines.extend(row_cosines(g, w))
+        agree += int((g.reshape(len(g), -1).argmax(1) == w.reshape(len(w), -1).argmax(1)).sum())
+        total += len(g)
     cos = np.asarray(cosines)
     return {"cosine": {"mean": float(cos.mean()), "min": float(cos.min()),
                        "drop": float(1 - cos.mean())},

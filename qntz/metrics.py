@@ -105,6 +105,15 @@ class OutputStats:
         }
 
 
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row (first axis) of two same-shape arrays; 1 where both
+    rows are zero-length or one of them is all zeros."""
+    rows = max(len(a), 1) if a.ndim else 1
+    a64, b64 = a.reshape(rows, -1).astype(np.float64), b.reshape(rows, -1).astype(np.float64)
+    norms = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
+    return np.where(norms > 0, (a64 * b64).sum(1) / np.maximum(norms, 1e-30), 1.0)
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.ravel(), b.ravel()
     if not a.size:

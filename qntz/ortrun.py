@@ -8,14 +8,16 @@ from typing import Any
 import numpy as np
 
 
-def session(path: Path, threads: int = 0) -> Any:
+def session(model: Path | bytes, threads: int = 0) -> Any:
+    """A CPU session for a model file, or for a serialized model held in memory."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def run(sess: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
