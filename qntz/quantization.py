@@ -82,10 +82,13 @@ def choose_recipe(model: Any, params: dict[str, Any]) -> Recipe:
 
 
 def gemm_to_matmul(path: Path) -> int:
-    """Gemm with a constant weight → MatMul (+ Add): ONNX Runtime's dynamic quantization
-    quantizes MatMul but leaves Gemm, which is how the exporters write many Linear layers."""
+    """Gemm with a constant weight → MatMul (+ Add), as the exporters write many Linear
+    layers: the dynamic recipe picks MatMul weights, and the attention fusions look for
+    MatMul + Add."""
     import onnx
     from onnx import helper, numpy_helper
+
+    from qntz.exported_graph import drop_unused
 
     model = onnx.load(str(path))
     weights = {i.name: i for i in model.graph.initializer}
@@ -111,9 +114,7 @@ def gemm_to_matmul(path: Path) -> int:
     if changed:
         del model.graph.node[:]
         model.graph.node.extend(nodes)
-        used = {i for n in model.graph.node for i in n.input}
-        for tensor in [t for t in model.graph.initializer if t.name not in used]:
-            model.graph.initializer.remove(tensor)
+        drop_unused(model)  # the transposed weights replaced the originals
         onnx.save(model, str(path))
     return changed
 
