@@ -20,6 +20,11 @@ class Step:
     `params` is a JSON Schema "properties" mapping with a `default` for every optional
     parameter: one source for validation, editor completion and the defaults that are
     filled in before hashing.
+
+    `run` writes into `ctx.out` only (third-party tools put their temporary files in
+    `ctx.temp`). Output files holding wall-clock figures (latencies, build times) are listed
+    in the returned summary under `"volatile"`: they are stored and laid out like the others,
+    but kept out of the digest that downstream keys and the lock file use.
     """
 
     kind: ClassVar[str]
@@ -80,6 +85,7 @@ class StepContext:
     report: Callable[[str], None] = lambda message: None
     extras: dict[str, Any] = field(default_factory=dict)
     shared: Path = Path(".qntz/cache/shared")  # caches that outlive entries (timing caches)
+    temp: Path = Path(".qntz/cache/tmp")  # scratch for third-party tools; removed after the step
 
     @property
     def where(self) -> str:
