@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     steps = sub.add_parser("steps", help="step kinds and their parameters")
     steps.add_argument("kind", nargs="?")
     sub.add_parser("schema", help="print the pipeline JSON Schema")
-    cache = sub.add_parser("cache", help="the content cache")
-    cache.add_argument("action", choices=["dir", "clear"])
+    cache = sub.add_parser("cache", help="the content cache: dir, verify, gc, clear")
+    cache.add_argument("action", choices=["dir", "verify", "gc", "clear"])
+    cache.add_argument("--dry-run", action="store_true", help="gc: only say what it would remove")
     return parser
 
 
@@ -84,7 +85,8 @@ def _stderr() -> Any:
 
 def _session(args: argparse.Namespace) -> Any:
     from qntz.pipeline import load_pipeline
-    from qntz.runner import Session, Workspace
+    from qntz.runner import Session
+    from qntz.workspace import Workspace
 
     pipeline = load_pipeline(args.file)
     for sid in getattr(args, "step", None) or []:
@@ -93,7 +95,7 @@ def _session(args: argparse.Namespace) -> Any:
             raise PipelineError(f"no step '{sid}'{did_you_mean(sid, list(pipeline.steps))}",
                                 where=str(pipeline.path),
                                 hint="steps: " + ", ".join(pipeline.steps))
-    return Session(pipeline, Workspace(Path.cwd()))
+    return Session(pipeline, Workspace.of(pipeline.path.parent))
 
 
 def cmd_run(args: argparse.Namespace, console: Any) -> int:
@@ -108,7 +110,7 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
         results = session.run(reporter, args.step, args.force, args.jobs, args.keep_going)
     finally:
         reporter.close()
-    out = session.workspace.out(session.pipeline)
+    out = session.out
     for result in results:
         if result.kind == "compare" and result.artifact is not None:
             compare_table(console, result)
@@ -204,18 +206,25 @@ def cmd_schema(args: argparse.Namespace, console: Any) -> int:
 
 
 def cmd_cache(args: argparse.Namespace, console: Any) -> int:
-    from qntz.runner import Workspace
+    from qntz import cache_admin
+    from qntz.workspace import Workspace
 
-    workspace = Workspace(Path.cwd())
+    workspace = Workspace.of(Path.cwd())
     if args.action == "dir":
         print(workspace.cache_dir)
-    else:
-        from qntz.cache import Cache
-        from qntz.hashing import FileDigests
-
-        removed = Cache(workspace.cache_dir, FileDigests()).clear()
-        console.print(f"removed {removed} cache entries from {workspace.cache_dir}")
+        return EXIT_OK
+    if args.action == "verify":
+        return cache_admin.verify(workspace, console)
+    if args.action == "gc":
+        return cache_admin.gc(workspace, console, args.dry_run)
+    removed = cache_admin.clear(workspace)
+    console.print(f"removed {_plural(removed, 'cache entry', 'cache entries')} from "
+                  f"{workspace.cache_dir}")
     return EXIT_OK
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
 
 
 COMMANDS = {"run": cmd_run, "status": cmd_status, "validate": cmd_validate, "dag": cmd_dag,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -26,37 +27,39 @@ class FileDigests:
     """sha256 of files, remembered by (size, mtime, inode) so unchanged files are not re-read.
 
     Touching a file changes its mtime, which only costs a re-read: the digest, and therefore
-    every cache key, stays the same.
+    every cache key, stays the same. `of(path, trust_stat=False)` always re-reads: what a
+    running step consumes is checked that way. Safe to share between threads; `save` merges
+    with what other processes saved meanwhile.
     """
 
     def __init__(self, store: Path | None = None):
         self._store = store
-        self._known: dict[str, list] = {}
-        self._dirty = False
-        if store is not None and store.is_file():
-            try:
-                self._known = json.loads(store.read_text())
-            except (OSError, ValueError):
-                self._known = {}
+        self._known: dict[str, list] = _read_store(store) if store is not None else {}
+        self._changed: dict[str, list] = {}
+        self._lock = threading.Lock()
 
-    def of(self, path: Path) -> str:
+    def of(self, path: Path, trust_stat: bool = True) -> str:
         path = Path(path).resolve()
         stat = path.stat()
         signature = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
-        known = self._known.get(str(path))
-        if known and known[:3] == signature:
+        with self._lock:
+            known = self._known.get(str(path))
+        if trust_stat and known and known[:3] == signature:
             return known[3]
         digest = self._read(path)
-        self._known[str(path)] = [*signature, digest]
-        self._dirty = True
+        self._note(str(path), [*signature, digest])
         return digest
 
     def remember(self, path: Path, digest: str) -> None:
         """A digest already known for `path` (a file just moved into the cache)."""
         path = Path(path).resolve()
         stat = path.stat()
-        self._known[str(path)] = [stat.st_size, stat.st_mtime_ns, stat.st_ino, digest]
-        self._dirty = True
+        self._note(str(path), [stat.st_size, stat.st_mtime_ns, stat.st_ino, digest])
+
+    def _note(self, name: str, entry: list) -> None:
+        with self._lock:
+            self._known[name] = entry
+            self._changed[name] = entry
 
     @staticmethod
     def _read(path: Path) -> str:
@@ -67,13 +70,44 @@ class FileDigests:
         return sha.hexdigest()
 
     def save(self) -> None:
-        if self._store is None or not self._dirty:
+        """Merge what this process learned into the store, atomically; a read-only or full
+        cache only loses the speed-up."""
+        with self._lock:
+            changed, self._changed = self._changed, {}
+        if self._store is None or not changed:
             return
-        self._store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._store.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self._known))
-        os.replace(tmp, self._store)
-        self._dirty = False
+        from filelock import FileLock
+
+        try:
+            self._store.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(self._store) + ".lock"):
+                merged = {**_read_store(self._store), **changed}
+                write_atomic(self._store, json.dumps(merged))
+        except OSError:
+            pass
+
+
+def _read_store(store: Path) -> dict[str, list]:
+    """The remembered digests; anything malformed is forgotten, never trusted."""
+    try:
+        known = json.loads(store.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(known, dict):
+        return {}
+    return {k: v for k, v in known.items() if isinstance(v, list) and len(v) == 4
+            and all(isinstance(x, int) for x in v[:3]) and isinstance(v[3], str)}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write aside, then rename: readers see the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @cache

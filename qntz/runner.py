@@ -1,10 +1,15 @@
-"""Executing a plan: run stale steps (in parallel where the DAG allows), commit, lay out."""
+"""Executing a plan: run stale steps (in parallel where the DAG allows), commit, lay out.
+
+Before anything runs, the entries that stale steps will consume are re-read and checked
+against their digests (a fully cached run trusts size, mtime and inode, as git does); a
+damaged one is dropped and rebuilt. Each step is built under its key's file lock, so
+concurrent runs build a step once and the others reuse it.
+"""
 
 from __future__ import annotations
 
+import errno
 import graphlib
-import json
-import os
 import shutil
 import threading
 import time
@@ -13,12 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from qntz.cache import MANIFEST, Artifact, Cache
-from qntz.errors import QntzError
+from qntz.cache import Artifact, Cache
+from qntz.errors import QntzError, StepFailed
 from qntz.hashing import FileDigests
+from qntz.lockfile import lock_path, merge_lock, read_lock, step_entry
 from qntz.pipeline import Pipeline, provided_by
 from qntz.plan import StepState, key_record, plan, record_key
 from qntz.steps import KINDS, StepContext
+from qntz.workspace import Workspace, inside, lay_out, same_file
+
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class Reporter(Protocol):
@@ -43,21 +53,6 @@ class StepResult:
 
 
 @dataclass
-class Workspace:
-    """Where a pipeline's cache and outputs live (the current folder by default)."""
-
-    root: Path
-    cache_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        self.cache_dir = self.cache_dir or Path(
-            os.environ.get("QNTZ_CACHE", self.root / ".qntz" / "cache"))
-
-    def out(self, pipeline: Pipeline) -> Path:
-        return self.root / "out" / pipeline.name
-
-
-@dataclass
 class Session:
     pipeline: Pipeline
     workspace: Workspace
@@ -72,15 +67,17 @@ class Session:
 
     @property
     def lock_path(self) -> Path:
-        return self.workspace.out(self.pipeline) / "qntz.lock.json"
+        return lock_path(self.pipeline.path)
+
+    @property
+    def out(self) -> Path:
+        return self.workspace.out(self.pipeline.name)
 
     def read_lock(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.lock_path.read_text())
-        except (OSError, ValueError):
-            return {}
+        return read_lock(self.lock_path)
 
     def status(self, only: list[str] | None = None) -> dict[str, StepState]:
+        """What is cached and what is stale, and why. Changes nothing but the stat cache."""
         states, _ = plan(self.pipeline, self.pipeline.order(only), self.cache, self.read_lock())
         self.digests.save()
         return states
@@ -100,6 +97,7 @@ class Session:
             jobs: int = 1, keep_going: bool = False) -> list[StepResult]:
         order = self.pipeline.order(only)
         forced = set(only or order) if force else set()
+        planned = self._verified_plan(order, forced)
         results: dict[str, StepResult] = {}
         artifacts: dict[str, Artifact] = {}
         sorter = graphlib.TopologicalSorter({s: self.pipeline.steps[s].needs for s in order})
@@ -110,7 +108,7 @@ class Session:
             while sorter.is_active() and not (stop and not running):
                 if not stop:
                     for sid in sorted(sorter.get_ready(), key=order.index):
-                        running[pool.submit(self._one, sid, artifacts, results, forced,
+                        running[pool.submit(self._one, sid, artifacts, planned, forced,
                                             reporter)] = sid
                 if not running:
                     break
@@ -124,11 +122,33 @@ class Session:
                     if result.state == "failed" and not keep_going and not result.artifact:
                         stop = True
                     sorter.done(sid)
-        self._publish(results)
-        self.digests.save()
+        try:
+            self._publish(results)
+        finally:
+            self.digests.save()
         return [results[s] for s in order if s in results]
 
-    def _one(self, sid: str, artifacts: dict[str, Artifact], results: dict[str, StepResult],
+    def _verified_plan(self, order: list[str], forced: set[str]) -> dict[str, Artifact]:
+        """The cached entries, after re-reading every one a stale step will consume and
+        dropping the damaged ones (then planning again: what consumed them is stale now)."""
+        checked: set[str] = set()
+        while True:
+            states, found = plan(self.pipeline, order, self.cache, self.read_lock(), forced)
+            stale = [s for s in order if states[s].state == "stale"]
+            consumed = {n for s in stale for n in self.pipeline.steps[s].needs if n in found}
+            damaged = []
+            for sid in sorted(consumed - checked):
+                checked.add(sid)
+                if self.cache.lookup(sid, found[sid].key, strict=True)[0] is None:
+                    damaged.append(found[sid].key)
+            if not damaged:
+                return found
+            for key in damaged:
+                with self.cache.locked(key):
+                    if self.cache.lookup("", key, strict=True)[0] is None:
+                        self.cache.remove(key)
+
+    def _one(self, sid: str, artifacts: dict[str, Artifact], planned: dict[str, Artifact],
              forced: set[str], reporter: Reporter) -> StepResult:
         spec = self.pipeline.steps[sid]
         missing = [n for n in spec.needs if n not in artifacts]
@@ -137,14 +157,10 @@ class Session:
             reporter.finished(result)
             return result
         inputs = {n: artifacts[n] for n in spec.needs}
-        record = key_record(spec, self.pipeline, inputs, self.digests)
-        key = record_key(record)
-        artifact, _ = self.cache.lookup(sid, key)
-        if artifact is not None and sid not in forced:
-            result = StepResult(sid, spec.kind, "cached", artifact=artifact)
+        if sid in planned and all(artifacts[n] is planned.get(n) for n in spec.needs):
+            result = StepResult(sid, spec.kind, "cached", artifact=planned[sid])
         else:
-            reporter.started(sid, spec.kind)
-            result = self._execute(sid, key, record, inputs, reporter)
+            result = self._cached_or_built(sid, inputs, sid in forced, reporter)
         failed = result.summary.get("failed")
         if failed and result.state != "failed":
             result.state = "failed"
@@ -152,64 +168,140 @@ class Session:
         reporter.finished(result)
         return result
 
+    def _cached_or_built(self, sid: str, inputs: dict[str, Artifact], forced: bool,
+                         reporter: Reporter) -> StepResult:
+        """A step whose inputs were rebuilt: its new key may be cached, else build it."""
+        record = key_record(self.pipeline.steps[sid], self.pipeline, inputs, self.digests)
+        key = record_key(record)
+        artifact, _ = self.cache.lookup(sid, key)
+        if artifact is not None and not forced:
+            return StepResult(sid, self.pipeline.steps[sid].kind, "cached", artifact=artifact)
+        reporter.started(sid, self.pipeline.steps[sid].kind)
+        return self._build(sid, key, record, inputs, forced, reporter)
+
+    def _build(self, sid: str, key: str, record: dict[str, Any], inputs: dict[str, Artifact],
+               forced: bool, reporter: Reporter) -> StepResult:
+        """Under the key's lock: reuse what another process built meanwhile, else execute."""
+        def waiting() -> None:
+            reporter.message(sid, "waiting for another qntz process building it")
+
+        try:
+            with self.cache.locked(key, waiting):
+                artifact, problem = self.cache.lookup(sid, key, strict=True)
+                if artifact is not None and not forced:
+                    return StepResult(sid, self.pipeline.steps[sid].kind, "cached",
+                                      artifact=artifact)
+                if problem:
+                    self.cache.remove(key)
+                return self._execute(sid, key, record, inputs, reporter)
+        except OSError as exc:
+            error = self._world_error(sid, exc)
+            if error is None:
+                raise
+            return StepResult(sid, self.pipeline.steps[sid].kind, "failed", reason=str(error),
+                              error=error)
+
     def _execute(self, sid: str, key: str, record: dict[str, Any], inputs: dict[str, Artifact],
                  reporter: Reporter) -> StepResult:
         spec = self.pipeline.steps[sid]
         kind = KINDS[spec.kind]
-        out = self.cache.workspace(key)
-        ctx = StepContext(self.pipeline, spec, spec.params, out, inputs, self.live_model,
-                          lambda text: reporter.message(sid, text), record["extras"],
-                          self.cache.root / "shared")
+        work = self.cache.workspace(key)
+        ctx = StepContext(self.pipeline, spec, spec.params, work / "out", inputs,
+                          self.live_model, lambda text: reporter.message(sid, text),
+                          record["extras"], self.cache.root / "shared", work / "scratch")
         start = time.perf_counter()
         try:
             summary = kind().run(ctx)
+            seconds = time.perf_counter() - start
+            summary = {**summary, "seconds": round(seconds, 3)}
+            provides = summary.pop("provides", None) or list(provided_by(spec))
+            artifact = self.cache.commit(sid, key, work, provides, summary, record)
         except QntzError as exc:
-            self.cache.discard(out)
             return StepResult(sid, spec.kind, "failed", time.perf_counter() - start,
                               str(exc), error=exc)
-        except BaseException:
-            self.cache.discard(out)
-            raise
-        seconds = time.perf_counter() - start
-        summary = {**summary, "seconds": round(seconds, 3)}
-        provides = summary.pop("provides", None) or list(provided_by(spec))
-        artifact = self.cache.commit(sid, key, out, provides, summary, record)
+        except Exception as exc:
+            error = self._world_error(sid, exc)
+            if error is None:
+                raise
+            return StepResult(sid, spec.kind, "failed", time.perf_counter() - start,
+                              str(error), error=error)
+        finally:
+            self.cache.discard(work)
         return StepResult(sid, spec.kind, "ran", seconds, artifact=artifact)
 
+    def _world_error(self, sid: str, exc: BaseException) -> QntzError | None:
+        """A full disk or a read-only cache, wherever a library noticed it: one line."""
+        where = f"{self.pipeline.path}: step '{sid}'"
+        cause = _os_cause(exc)
+        if cause is not None and cause.errno in FULL_DISK or _no_space(self.cache.root):
+            return StepFailed(f"no space left on the device of {self.cache.root} "
+                              f"({_first(exc)})", where=where,
+                              hint="free some space (`qntz cache gc` removes what no lock "
+                              "file uses) or point QNTZ_CACHE at a larger disk")
+        if cause is not None and cause.errno in READ_ONLY:
+            path = cause.filename or self.cache.root
+            return StepFailed(f"cannot write {path}: {cause.strerror}", where=where,
+                              hint="make the cache writable, or point QNTZ_CACHE at a "
+                              "writable folder")
+        return None
+
     def _publish(self, results: dict[str, StepResult]) -> None:
-        """Lay out outputs for people and record the lock file (only what changed)."""
-        out = self.workspace.out(self.pipeline)
-        lock = self.read_lock()
-        steps = dict(lock.get("steps", {}))
-        for sid, result in results.items():
-            if result.artifact is None:
-                continue
-            _lay_out(result.artifact, out / sid, steps.get(sid, {}).get("key"))
-            record = result.artifact.manifest["record"]
-            steps[sid] = {"key": result.artifact.key, **record,
-                          "outputs": result.artifact.files()}
-        from qntz.model_source import display_path
+        """Lay out outputs for people and record the lock file, under the pipeline's lock."""
+        from filelock import FileLock
 
-        new_lock = {"qntz": 1, "name": self.pipeline.name,
-                    "pipeline": display_path(self.pipeline.path, self.workspace.root),
-                    "steps": {s: steps[s] for s in self.pipeline.steps if s in steps}}
-        if new_lock != lock:
-            out.mkdir(parents=True, exist_ok=True)
-            tmp = self.lock_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(new_lock, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp, self.lock_path)
+        from qntz.hashing import digest_value
+
+        built = {sid: r.artifact for sid, r in results.items() if r.artifact is not None}
+        if not built:
+            return
+        guard = self.cache.root / "locks" / f"out-{digest_value(str(self.out))[:32]}.lock"
+        try:
+            guard.parent.mkdir(parents=True, exist_ok=True)
+            mutex: Any = FileLock(str(guard))
+        except OSError:  # a read-only cache: nothing is built, only laid out
+            mutex = threading.Lock()
+        try:
+            with mutex:
+                self._lay_out_all(built)
+        except OSError as exc:
+            raise QntzError(f"cannot lay out outputs in {self.out}: {_first(exc)}",
+                            where=str(self.pipeline.path),
+                            hint="free some space or make out/ writable; the cache is intact, "
+                            "a re-run lays them out") from exc
+
+    def _lay_out_all(self, built: dict[str, Artifact]) -> None:
+        for sid, artifact in built.items():
+            self._lay_out_step(artifact, self.out / sid)
+        updates = {sid: step_entry(a.key, a.manifest["record"], a.lasting_files())
+                   for sid, a in built.items()}
+        merge_lock(self.lock_path, self.pipeline.name, list(self.pipeline.steps), updates)
+
+    def _lay_out_step(self, artifact: Artifact, target: Path) -> None:
+        files = artifact.files()
+        inside(self.workspace.root / "out", target)
+        if all(same_file(target / n, artifact.file(n), self.digests, d)
+               for n, d in files.items()) and target.is_dir():
+            return
+        lay_out({n: artifact.file(n) for n in files}, target, self.workspace.root / "out")
 
 
-def _lay_out(artifact: Artifact, target: Path, previous_key: str | None) -> None:
-    files = artifact.files()
-    if previous_key == artifact.key and all(
-            (target / n).is_file() and (target / n).stat().st_size == (artifact.path / n).stat()
-            .st_size for n in files):
-        return
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    for name in files:
-        if name == MANIFEST:
-            continue
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(artifact.path / name, target / name)
+def _os_cause(exc: BaseException) -> OSError | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _no_space(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False
+
+
+def _first(exc: BaseException) -> str:
+    from qntz.errors import first_line
+
+    return first_line(exc, 160)

@@ -55,8 +55,10 @@ class Workspace:
 @pytest.fixture
 def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
        ) -> Workspace:
-    """A fresh folder, made the current one, with the test zoo's models under `models/`."""
+    """A fresh project folder (it holds `.qntz/`), made the current one, with the test zoo's
+    models under `models/`."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / ".qntz").mkdir()
     monkeypatch.delenv("QNTZ_CACHE", raising=False)
     shutil.copytree(ZOO, tmp_path / "models", ignore=shutil.ignore_patterns("__pycache__"))
     return Workspace(tmp_path, capsys)

@@ -13,7 +13,7 @@ STEPS = "capture: {uses: trace}\nonnx: {}"
 
 
 def entries(ws) -> dict[str, dict]:
-    lock = json.loads((ws.root / "out" / "t" / "qntz.lock.json").read_text())
+    lock = json.loads((ws.root / "pipeline.lock.json").read_text())
     return {sid: step for sid, step in lock["steps"].items()}
 
 
@@ -40,14 +40,15 @@ def test_file_digest_survives_touch_and_sees_edits(tmp_path):
 def test_commit_is_atomic_and_lookup_verifies(tmp_path):
     cache = Cache(tmp_path / "c", FileDigests())
     work = cache.workspace("k" * 64)
-    (work / "model.onnx").write_bytes(b"x" * 100)
+    (work / "out" / "model.onnx").write_bytes(b"x" * 100)
     artifact = cache.commit("s", "k" * 64, work, ["onnx"], {}, {})
     assert not work.exists() and artifact.file("model.onnx").read_bytes() == b"x" * 100
     found, problem = cache.lookup("s", "k" * 64)
     assert found is not None and problem is None
+    os.chmod(artifact.file("model.onnx"), 0o644)
     artifact.file("model.onnx").write_bytes(b"y" * 100)
     found, problem = cache.lookup("s", "k" * 64)
-    assert found is None and "corrupt" in problem and not artifact.path.exists()
+    assert found is None and "corrupt" in problem
 
 
 def test_half_written_entry_is_a_miss(tmp_path):
@@ -56,7 +57,8 @@ def test_half_written_entry_is_a_miss(tmp_path):
     half.mkdir(parents=True)
     (half / "model.onnx").write_bytes(b"partial")
     found, problem = cache.lookup("s", "h" * 64)
-    assert found is None and "incomplete" in problem and not half.exists()
+    assert found is None and "incomplete" in problem
+    assert half.exists()  # looking is not repairing: removal happens under the key's lock
 
 
 def test_corrupted_entry_is_rebuilt_by_run(ws):
@@ -64,6 +66,7 @@ def test_corrupted_entry_is_rebuilt_by_run(ws):
     assert ws.qntz("run", "pipeline.yaml").code == 0
     onnx_key = entries(ws)["onnx"]["key"]
     target = entry_dir(ws, onnx_key) / "model.onnx"
+    os.chmod(target, 0o644)
     target.write_bytes(target.read_bytes()[:-10])  # truncated, as by a crash or a bad disk
     states = {s["id"]: s for s in json.loads(ws.qntz("status", "pipeline.yaml", "--json").out)[
         "steps"]}
@@ -79,7 +82,7 @@ def test_failed_step_leaves_no_entry(ws):
     assert result.code == 1, result
     assert "step 'onnx'" in result.err and "Traceback" not in result.err
     assert "linalg_inv" in result.err
-    lock = json.loads((ws.root / "out" / "t" / "qntz.lock.json").read_text())
+    lock = json.loads((ws.root / "pipeline.lock.json").read_text())
     assert "onnx" not in lock["steps"]
     tmp = ws.root / ".qntz" / "cache" / "tmp"
     assert not any(tmp.iterdir())
@@ -89,7 +92,7 @@ def test_committed_files_are_not_read_again(tmp_path, monkeypatch):
     digests = FileDigests()
     cache = Cache(tmp_path / "c", digests)
     work = cache.workspace("m" * 64)
-    (work / "model.onnx").write_bytes(b"z" * 1000)
+    (work / "out" / "model.onnx").write_bytes(b"z" * 1000)
     cache.commit("s", "m" * 64, work, ["onnx"], {}, {})
     reads = []
     monkeypatch.setattr(FileDigests, "_read", staticmethod(lambda path: reads.append(path)))

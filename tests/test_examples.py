@@ -20,7 +20,7 @@ def test_transformer_encoder_example(ws):
     assert report["passed"]
     seqs = {label.split()[0] for label in report["samples"]}
     assert {"batch=1,seq=4", "batch=8,seq=128"} <= seqs
-    onnx = json.loads((ws.root / "out" / "encoder" / "qntz.lock.json").read_text())
+    onnx = json.loads((ws.root / "pipelines" / "encoder.lock.json").read_text())
     assert onnx["steps"]["onnx"]["params"]["opset"] == 18
 
 

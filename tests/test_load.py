@@ -77,7 +77,7 @@ def test_dynamo_exporter_from_the_live_model(ws):
     ws.pipeline(pipeline_text("models.clean:SmallCNN",
                               "onnx: {exporter: dynamo, opset: 18}\ncompare: {needs: [onnx]}"))
     assert ws.qntz("run", "pipeline.yaml").code == 0
-    lock = json.loads((ws.root / "out" / "t" / "qntz.lock.json").read_text())
+    lock = json.loads((ws.root / "pipeline.lock.json").read_text())
     assert lock["steps"]["onnx"]["params"]["exporter"] == "dynamo"
 
 

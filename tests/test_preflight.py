@@ -111,7 +111,7 @@ def test_method_auto_picks_a_working_method(ws):
     """))
     result = ws.qntz("run", "pipeline.yaml")
     assert result.code == 0, result.out + result.err
-    lock = json.loads((ws.root / "out" / "t" / "qntz.lock.json").read_text())
+    lock = json.loads((ws.root / "pipeline.lock.json").read_text())
     assert lock["steps"]["capture"]["outputs"].keys() >= {"model.pt"}
     assert re.search(r"capture \(auto\).*", result.out)
 

@@ -33,13 +33,14 @@ def test_quickstart_end_to_end(ws, quickstart):
     assert result.code == 0, result.out + result.err
     out = ws.root / "out" / "quickstart"
     assert (out / "simplify" / "model.onnx").is_file()
-    lock = json.loads((out / "qntz.lock.json").read_text())
+    lock_file = ws.root / "pipelines" / "quickstart.lock.json"
+    lock = json.loads(lock_file.read_text())
     assert set(lock["steps"]) == {"load", "capture", "onnx", "simplify", "int8", "fp16",
                                   "compare", "check"}
     for step in lock["steps"].values():
         assert len(step["key"]) == 64 and step["outputs"]
     # keys name files relative to the pipeline: the same checkout elsewhere gets the same keys
-    assert str(ws.root) not in (out / "qntz.lock.json").read_text()
+    assert str(ws.root) not in lock_file.read_text()
     report = json.loads((out / "compare" / "report.json").read_text())
     assert report["passed"]
     assert {c["id"] for c in report["candidates"]} == {"capture", "onnx", "simplify", "int8",
@@ -56,7 +57,7 @@ def test_quickstart_end_to_end(ws, quickstart):
     again = ws.qntz("run", quickstart)
     assert again.code == 0
     assert "8 cached" in again.out and not ran(again.out)
-    assert json.loads((out / "qntz.lock.json").read_text()) == lock
+    assert json.loads(lock_file.read_text()) == lock
 
 
 def test_changes_rerun_exactly_what_they_affect(ws, quickstart):
@@ -101,9 +102,9 @@ def test_parallel_jobs_give_the_same_lock(ws, quickstart):
     # separate processes: in one process a re-imported model class gets a mangled
     # TorchScript name, which is not what two users on two machines see
     assert ws.qntz_subprocess("run", quickstart, "--jobs", "2").code == 0
-    lock_path = ws.root / "out" / "quickstart" / "qntz.lock.json"
+    lock_path = ws.root / "pipelines" / "quickstart.lock.json"
     lock = json.loads(lock_path.read_text())
-    shutil.rmtree(ws.root / ".qntz")
+    shutil.rmtree(ws.root / ".qntz" / "cache")
     assert ws.qntz_subprocess("run", quickstart).code == 0
     again = json.loads(lock_path.read_text())
     # everything but the compare reports, whose latencies are measured anew, is reproducible
