@@ -13,7 +13,9 @@ import graphlib
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -247,8 +249,6 @@ class Session:
 
     def _publish(self, results: dict[str, StepResult]) -> None:
         """Lay out outputs for people and record the lock file, under the pipeline's lock."""
-        from filelock import FileLock
-
         from qntz.hashing import digest_value
 
         built = {sid: r.artifact for sid, r in results.items() if r.artifact is not None}
@@ -256,12 +256,7 @@ class Session:
             return
         guard = self.cache.root / "locks" / f"out-{digest_value(str(self.out))[:32]}.lock"
         try:
-            guard.parent.mkdir(parents=True, exist_ok=True)
-            mutex: Any = FileLock(str(guard))
-        except OSError:  # a read-only cache: nothing is built, only laid out
-            mutex = threading.Lock()
-        try:
-            with mutex:
+            with _held(guard):
                 self._lay_out_all(built)
         except OSError as exc:
             raise QntzError(f"cannot lay out outputs in {self.out}: {_first(exc)}",
@@ -283,6 +278,28 @@ class Session:
                for n, d in files.items()) and target.is_dir():
             return
         lay_out({n: artifact.file(n) for n in files}, target, self.workspace.root / "out")
+
+
+@contextmanager
+def _held(path: Path) -> Iterator[None]:
+    """A file lock between processes; without a writable cache (a read-only one serving a
+    cached run) only this process's threads are kept apart."""
+    from filelock import FileLock
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock: Any = FileLock(str(path))
+        lock.acquire()
+    except OSError:
+        lock = _LOCAL
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+_LOCAL = threading.Lock()
 
 
 def _os_cause(exc: BaseException) -> OSError | None:
