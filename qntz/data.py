@@ -14,6 +14,7 @@ import numpy as np
 from qntz.errors import PipelineError
 from qntz.inputs import InputSpec, generate, opt_sizes
 from qntz.model_source import display_path, source_digests, split_factory
+from qntz.yamlfile import is_folder, is_regular_file
 
 if TYPE_CHECKING:
     from qntz.hashing import FileDigests
@@ -45,13 +46,28 @@ def check_spec(pipeline: Pipeline, name: str) -> None:
         if "path" not in spec:
             raise DataError(f"data '{name}': `from: {kind}` needs a `path`", where=where,
                             hint="add path: relative/to/pipeline")
-        if not (pipeline.root / spec["path"]).exists():
-            raise DataError(f"data '{name}': {pipeline.root / spec['path']} not found",
-                            where=pipeline.where("data", name, "path"),
-                            hint="fix the path (relative to the pipeline file)")
+        _check_path(pipeline, name, kind)
+    if "input" in spec and spec["input"] not in pipeline.inputs:
+        from qntz.pipeline import did_you_mean
+        raise DataError(f"data '{name}': no input '{spec['input']}'"
+                        f"{did_you_mean(spec['input'], list(pipeline.inputs))}",
+                        where=pipeline.where("data", name, "input"),
+                        hint="name one of: " + ", ".join(pipeline.inputs))
     if kind == "callable" and "function" not in spec:
         raise DataError(f"data '{name}': `from: callable` needs `function: module:attr`",
                         where=where, hint="e.g. function: data.calib:batches")
+
+
+def _check_path(pipeline: Pipeline, name: str, kind: str) -> None:
+    """Only regular files are read (a folder of them for images): a FIFO or a device such as
+    /dev/zero would block or never end."""
+    path = pipeline.root / pipeline.data[name]["path"]
+    found = is_folder(path) if kind == "images" else is_regular_file(path)
+    if not found:
+        what = "a folder of images" if kind == "images" else "a regular file"
+        raise DataError(f"data '{name}': {path} not found or not {what}",
+                        where=pipeline.where("data", name, "path"),
+                        hint=f"point `path` at {what} (relative to the pipeline file)")
 
 
 def data_digest(pipeline: Pipeline, name: str | None, digests: FileDigests) -> dict[str, Any]:
@@ -62,7 +78,11 @@ def data_digest(pipeline: Pipeline, name: str | None, digests: FileDigests) -> d
     files: dict[str, str] = {}
     if spec["from"] in ("npz", "npy", "images"):
         path = pipeline.root / spec["path"]
-        paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        if spec["from"] == "images":
+            from qntz.images import image_files
+            paths = image_files(path, pipeline.where("data", name, "path"))
+        else:
+            paths = [path]
         files = {display_path(p, pipeline.root): digests.of(p) for p in paths}
     elif spec["from"] == "callable":
         module, _ = split_factory(spec["function"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,20 @@ import numpy as np
 from qntz.errors import PipelineError
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MAX_ENTRIES = 100_000  # entries looked at under an image folder: `path: /` must not walk the disk
+
+
+def image_files(folder: Path, where: str) -> list[Path]:
+    """The folder's image files, sorted; regular files only (a FIFO named x.png blocks)."""
+    found: list[Path] = []
+    seen = 0
+    for parent, folders, names in os.walk(folder):
+        seen += len(folders) + len(names)
+        if seen > MAX_ENTRIES:
+            raise PipelineError(f"{folder} holds more than {MAX_ENTRIES} files and folders",
+                                where=where, hint="point `path` at a folder of images")
+        found.extend(Path(parent, n) for n in names if Path(n).suffix.lower() in SUFFIXES)
+    return sorted(p for p in found if p.is_file())
 
 
 def load_images(folder: Path, spec: dict[str, Any]) -> np.ndarray:
@@ -18,7 +33,7 @@ def load_images(folder: Path, spec: dict[str, Any]) -> np.ndarray:
     except ImportError as exc:
         raise PipelineError("image datasets need Pillow", where=str(folder),
                             hint='pip install "qntz[images]"') from exc
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES)
+    files = image_files(folder, str(folder))
     if not files:
         raise PipelineError(f"no images ({', '.join(SUFFIXES)}) in {folder}", where=str(folder),
                             hint="put images in the folder or fix `path`")

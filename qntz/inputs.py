@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from qntz.errors import PipelineError
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool")
 CAPTURE_SEED = 0
+MAX_ELEMENTS = 2**26  # elements of one generated input at its largest sizes (256 MiB of fp32)
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,50 @@ def _parse_one(name: str, spec: dict[str, Any], ranges: dict[str, tuple[int, int
                     where=where("inputs", name, "shape", axis),
                     hint=f"add `dynamic: {{{dim}: [min, opt, max]}}` to input '{name}'")
             dims[dim] = ranges[dim]
+    _check_elements(name, spec["shape"], dims, where)
     dtype = spec.get("dtype", "float32")
     default_range = (0.0, 1.0) if dtype.startswith(("float", "bfloat")) else (0, 10)
     low, high = spec.get("range", default_range)
-    if not low < high:
-        raise PipelineError(f"input '{name}': range [{low}, {high}] is empty",
-                            where=where("inputs", name, "range"), hint="write [low, high]")
+    _check_range(name, dtype, low, high, where)
     return InputSpec(name, tuple(spec["shape"]), dtype, dims, (low, high))
+
+
+def _check_elements(name: str, shape: list[int | str], dims: dict[str, tuple[int, int, int]],
+                    where: Callable[..., str]) -> None:
+    elements = 1
+    for dim in shape:
+        elements *= dims[dim][2] if isinstance(dim, str) else dim
+    if elements > MAX_ELEMENTS:
+        raise PipelineError(
+            f"input '{name}' has more than {MAX_ELEMENTS} elements at its largest sizes",
+            where=where("inputs", name, "shape"),
+            hint="shrink the shape or the dynamic maximum (generated data must fit in memory)")
+
+
+def _check_range(name: str, dtype: str, low: float, high: float,
+                 where: Callable[..., str]) -> None:
+    """Generated data draws from [low, high): it must be a non-empty span numpy can sample."""
+    at = where("inputs", name, "range")
+    if not low < high:
+        raise PipelineError(f"input '{name}': range [{low}, {high}] is empty", where=at,
+                            hint="write [low, high]")
+    if dtype == "bool":
+        return
+    if dtype.startswith(("float", "bfloat")):
+        try:
+            span = float(high) - float(low)
+        except OverflowError:  # an int beyond float range
+            span = math.inf
+        if not math.isfinite(span):
+            raise PipelineError(f"input '{name}': range [{low}, {high}] is too wide", where=at,
+                                hint="keep high - low within float64")
+        return
+    limits = np.iinfo(dtype)
+    if not limits.min <= int(low) < int(high) <= limits.max + 1:
+        raise PipelineError(
+            f"input '{name}': range [{low}, {high}] holds no {dtype} value or goes beyond "
+            f"[{limits.min}, {limits.max + 1}]", where=at,
+            hint=f"write integer bounds with low < high within {dtype}")
 
 
 def all_dims(inputs: dict[str, InputSpec]) -> dict[str, tuple[int, int, int]]:

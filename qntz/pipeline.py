@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import graphlib
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import jsonschema
 from qntz.data import check_spec
 from qntz.errors import PipelineError
 from qntz.inputs import InputSpec, parse_inputs
-from qntz.schema import top_level_schema
+from qntz.schema import FACTORY_PATTERN, ID_PATTERN, top_level_schema
 from qntz.steps import KINDS
 from qntz.yamlfile import Location, PathKey, load_yaml, locate
 
@@ -88,6 +90,8 @@ def load_pipeline(path: str | Path) -> Pipeline:
     _check_schema(doc, top_level_schema(), path, marks, ())
     pipeline = Pipeline(path=path, name=doc["name"], inputs={}, data=doc.get("data") or {},
                         steps={}, marks=marks)
+    _check_names(doc, pipeline)
+    _check_plain(doc, pipeline)
     pipeline.inputs = parse_inputs(doc.get("inputs") or {}, pipeline.where)
     for name in pipeline.data:
         check_spec(pipeline, name)
@@ -97,6 +101,45 @@ def load_pipeline(path: str | Path) -> Pipeline:
     for spec in pipeline.steps.values():
         KINDS[spec.kind].check(spec, pipeline)
     return pipeline
+
+
+def unsafe_name(what: str, value: Any, where: str) -> PipelineError:
+    return PipelineError(
+        f"{what} {_short(value)} is not a safe name", where=where,
+        hint=f"use letters, digits, _, - and . (not first), at most 64 characters: {ID_PATTERN}")
+
+
+def _check_names(doc: dict[str, Any], pipeline: Pipeline) -> None:
+    """Names that become folder names, matched whole (`$` alone lets a final newline by)."""
+    if not re.fullmatch(ID_PATTERN, doc["name"]):
+        raise unsafe_name("pipeline name", doc["name"], pipeline.where("name"))
+    for sid in doc["steps"]:
+        if not re.fullmatch(ID_PATTERN, sid):
+            raise unsafe_name("step id", sid, pipeline.where("steps", sid, "<key>"))
+
+
+def _check_plain(doc: Any, pipeline: Pipeline) -> None:
+    """JSON's data model: text keys and finite numbers (hashing and generated data need both)."""
+    stack: list[tuple[PathKey, Any]] = [((), doc)]
+    while stack:
+        at, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PipelineError(f"{value} is not a finite number", where=pipeline.where(*at),
+                                hint="write a finite number")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise PipelineError(
+                        f"key {key!r} is not text", where=pipeline.where(*at, key, "<key>"),
+                        hint=f"quote it: '{key}':")
+                stack.append(((*at, key), item))
+        elif isinstance(value, list):
+            stack.extend(((*at, index), item) for index, item in enumerate(value))
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _raw_steps(doc: dict[str, Any], pipeline: Pipeline) -> list[tuple[str, dict[str, Any]]]:
@@ -217,7 +260,7 @@ def _check_schema(value: Any, schema: dict[str, Any], path: Path,
                   marks: dict[PathKey, Location], at: PathKey,
                   step_id: str | None = None, kind: str | None = None) -> None:
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(value), key=lambda e: (len(e.absolute_path), e.path))
+    errors = sorted(validator.iter_errors(value), key=_error_order)
     if not errors:
         return
     error = errors[0]
@@ -228,27 +271,51 @@ def _check_schema(value: Any, schema: dict[str, Any], path: Path,
     raise PipelineError(message, where=where, hint=hint)
 
 
+def _error_order(error: jsonschema.ValidationError) -> tuple[int, list[tuple[int, int, str]]]:
+    """Shallowest first, then by path; keys of any type (an int, null) still compare."""
+    return len(error.absolute_path), [
+        (0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in error.path]
+
+
+PATTERNS = {FACTORY_PATTERN: ("module.path:attr", "dotted Python names, e.g. models.tiny:TinyCNN")}
+
+
 def _explain(error: jsonschema.ValidationError, at: PathKey, step_id: str | None,
              kind: str | None) -> tuple[str, str | None, PathKey]:
     owner = f"step '{step_id}' ({kind})" if step_id else "pipeline"
     field_name = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if "propertyNames" in error.relative_schema_path:
+        bad = unsafe_name("step id", error.instance, "")
+        return bad.message, bad.hint, (*at, error.instance, "<key>")
+    if error.validator == "pattern" and error.validator_value == ID_PATTERN:
+        what = "pipeline name" if field_name == "name" else f"{owner}: '{field_name}'"
+        bad = unsafe_name(what, error.instance, "")
+        return bad.message, bad.hint, at
+    if error.validator == "pattern" and error.validator_value in PATTERNS:
+        shape, hint = PATTERNS[error.validator_value]
+        return (f"{owner}: '{field_name}' is {_short(error.instance)}, not {shape}", hint, at)
+    if error.validator == "maximum":
+        return (f"{owner}: '{field_name}' is {_short(error.instance)}, more than the maximum "
+                f"{error.validator_value}", f"use at most {error.validator_value}", at)
     if error.validator == "additionalProperties":
         allowed = list(error.schema.get("properties", {}))
         extra = [k for k in error.instance if k not in allowed]
-        name = extra[0] if extra else "?"
+        key = extra[0] if extra else "?"
+        name = str(key)
         return (f"{owner}: unknown parameter '{name}'{did_you_mean(name, allowed)}",
                 "use one of: " + ", ".join(a for a in allowed if a not in ("uses", "needs"))
-                + (" (see `qntz steps`)" if step_id else ""), (*at, name, "<key>"))
+                + (" (see `qntz steps`)" if step_id else ""), (*at, key, "<key>"))
     if error.validator == "required":
         return f"{owner}: {error.message}", "add it", at
     if error.validator == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
-        return (f"{owner}: '{field_name}' must be {expected}, got {error.instance!r}",
+        return (f"{owner}: '{field_name}' must be {expected}, got {_short(error.instance)}",
                 f"write {field_name} as {expected}", at)
     if error.validator == "enum":
         options = ", ".join(map(str, error.validator_value))
-        return (f"{owner}: '{field_name}' is {error.instance!r}"
+        return (f"{owner}: '{field_name}' is {_short(error.instance)}"
                 f"{did_you_mean(str(error.instance), [str(v) for v in error.validator_value])}",
                 f"use one of: {options}", at)
-    return f"{owner}: '{field_name}': {error.message}", None, at
+    return (f"{owner}: '{field_name}': {_short(error.message, 200)}",
+            "fix the value" + (" (see `qntz steps`)" if step_id else ""), at)

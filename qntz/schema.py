@@ -10,6 +10,15 @@ from typing import Any
 
 from qntz.inputs import DTYPES
 
+# Step ids and pipeline names become folder names: safe path parts by construction.
+ID_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"
+ID_SCHEMA = {"type": "string", "pattern": ID_PATTERN}
+# `module.path:attr.path`, dotted Python identifiers (ASCII), no empty parts.
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+FACTORY_PATTERN = f"^{_DOTTED}:{_DOTTED}$"
+FACTORY_SCHEMA = {"type": "string", "pattern": FACTORY_PATTERN, "maxLength": 200}
+MAX_SAMPLES = 10_000  # samples, batches and timed runs a step or dataset may ask for
+
 DIM = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "minLength": 1}]}
 
 INPUT_SCHEMA: dict[str, Any] = {
@@ -37,12 +46,14 @@ DATA_SCHEMA: dict[str, Any] = {
     "properties": {
         "from": {"enum": ["generate", "npz", "npy", "images", "callable"]},
         "path": {"type": "string"},
-        "function": {"type": "string", "pattern": r"^[\w.]+:[\w.]+$"},
-        "samples": {"type": "integer", "minimum": 1},
-        "batch": {"type": "integer", "minimum": 1},
-        "size": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
-        "mean": {"type": "array", "items": {"type": "number"}},
-        "std": {"type": "array", "items": {"type": "number"}},
+        "function": {**FACTORY_SCHEMA, "description": "module.path:attr yielding batches"},
+        "samples": {"type": "integer", "minimum": 1, "maximum": MAX_SAMPLES},
+        "batch": {"type": "integer", "minimum": 1, "maximum": MAX_SAMPLES},
+        "size": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 4096},
+                 "minItems": 2, "maxItems": 2},
+        "mean": {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3},
+        "std": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0},
+                "minItems": 3, "maxItems": 3},
         "input": {"type": "string"},
     },
     "additionalProperties": False,
@@ -59,13 +70,12 @@ def top_level_schema(steps: dict[str, Any] | None = None,
         "required": ["qntz", "name", "inputs", "steps"],
         "properties": {
             "qntz": {"const": 1, "description": "format version"},
-            "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-                     "description": "names the output folder out/<name>/"},
+            "name": {**ID_SCHEMA, "description": "names the output folder out/<name>/"},
             "model": model or {"type": "object"},
             "inputs": {"type": "object", "minProperties": 1,
                        "additionalProperties": INPUT_SCHEMA},
             "data": {"type": "object", "additionalProperties": DATA_SCHEMA},
-            "steps": steps or {"type": "object", "minProperties": 1,
+            "steps": steps or {"type": "object", "minProperties": 1, "propertyNames": ID_SCHEMA,
                                "additionalProperties": {"type": ["object", "null"]}},
         },
     }
@@ -84,7 +94,7 @@ def full_schema() -> dict[str, Any]:
     any_step = {"type": ["object", "null"], "allOf": by_uses,
                 "properties": {"uses": {"enum": list(KINDS)}}}
     steps = {
-        "type": "object", "minProperties": 1,
+        "type": "object", "minProperties": 1, "propertyNames": ID_SCHEMA,
         "properties": {
             name: {"if": {"not": {"required": ["uses"]}},
                    "then": {"anyOf": [{"type": "null"}, {"$ref": f"#/$defs/step.{name}"}]},

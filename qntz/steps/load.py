@@ -7,9 +7,11 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qntz.errors import PipelineError, StepFailed
+from qntz.errors import PipelineError, StepFailed, first_line
 from qntz.model_source import import_factory, source_digests, split_factory
+from qntz.schema import FACTORY_SCHEMA
 from qntz.steps.base import Step, StepContext
+from qntz.yamlfile import is_regular_file
 
 if TYPE_CHECKING:
     from qntz.hashing import FileDigests
@@ -23,7 +25,7 @@ class Load(Step):
     version = 1
     help = "load the model: a Python factory (module:attr), a TorchScript file or an ONNX file"
     params = {
-        "factory": {"type": "string", "pattern": r"^[\w.]+:[\w.]+$",
+        "factory": {**FACTORY_SCHEMA,
                     "description": "module.path:attr, resolved next to the pipeline file first"},
         "kwargs": {"type": "object", "default": {}, "description": "arguments of the factory"},
         "weights": {"type": "string", "description": "state_dict file (weights_only=True)"},
@@ -32,7 +34,7 @@ class Load(Step):
         "torchscript": {"type": "string", "description": "a TorchScript .pt file"},
         "onnx": {"type": "string", "description": "an ONNX file to start from"},
     }
-    libraries = ("torch",)
+    libraries = ("torch", "numpy")
 
     @classmethod
     def provides_for(cls, params: dict[str, Any]) -> tuple[str, ...]:
@@ -48,10 +50,10 @@ class Load(Step):
                 f"{', '.join(given) or 'none'}", where=pipeline.where(*at),
                 hint="e.g. `factory: models.tiny:TinyCNN`")
         for name in ("weights", "torchscript", "onnx"):
-            if name in step.params and not (pipeline.root / step.params[name]).is_file():
+            if name in step.params and not is_regular_file(pipeline.root / step.params[name]):
                 raise PipelineError(
-                    f"{name} file not found: {pipeline.root / step.params[name]}",
-                    where=pipeline.where(*at, name),
+                    f"{name} file not found (or not a regular file): "
+                    f"{pipeline.root / step.params[name]}", where=pipeline.where(*at, name),
                     hint=f"fix the path (relative to {pipeline.root}) or create the file")
         if "weights" in step.params and "factory" not in step.params:
             raise PipelineError("`weights` goes with `factory`", where=pipeline.where(*at),
@@ -93,7 +95,7 @@ def build_model(params: dict[str, Any], pipeline: Pipeline, where: str) -> Any:
 
     root = pipeline.root
     if "torchscript" in params:
-        return torch.jit.load(str(root / params["torchscript"]), map_location="cpu").eval()
+        return _load_torchscript(root / params["torchscript"], where)
     if "onnx" in params:
         return None
     factory = import_factory(params["factory"], root, where)
@@ -115,20 +117,34 @@ def build_model(params: dict[str, Any], pipeline: Pipeline, where: str) -> Any:
     return model.eval()
 
 
+def _load_torchscript(path: Path, where: str) -> Any:
+    import torch
+
+    try:
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:  # torch raises RuntimeError, ValueError... for a file it cannot read
+        raise StepFailed(f"cannot load TorchScript {path}: {first_line(exc)}", where=where,
+                         hint="save it with torch.jit.save(torch.jit.script(model), path)"
+                         ) from exc
+
+
 def _load_weights(model: Any, path: Path, strict: bool, where: str) -> None:
     import torch
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise PipelineError(f"cannot load weights {path}: {str(exc).splitlines()[0]}",
+        raise PipelineError(f"cannot load weights {path}: {first_line(exc)}",
                             where=where, hint="save them with torch.save(model.state_dict(), path)"
                             ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise StepFailed(f"weights {path.name} hold a {type(state).__name__}, not a state_dict",
+                         where=where, hint="save them with torch.save(model.state_dict(), path)")
     try:
         model.load_state_dict(state, strict=strict)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
         first = " ".join(str(exc).split())[:300]
         raise StepFailed(f"weights {path.name} do not fit the model: {first}", where=where,
                          hint="use the weights saved for this model and kwargs, or strict: false"

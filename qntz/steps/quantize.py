@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qntz.errors import PipelineError, first_line
+from qntz.schema import MAX_SAMPLES
 from qntz.steps.base import Step, StepContext
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ class Quantize(Step):
                    "description": "tensorrt: symmetric int8, no bias quantization"},
         "data": {"type": ["string", "null"], "default": None,
                  "description": "calibration dataset from `data:` (default: generated)"},
-        "samples": {"type": "integer", "minimum": 1, "default": 16,
+        "samples": {"type": "integer", "minimum": 1, "maximum": MAX_SAMPLES, "default": 16,
                     "description": "calibration batches"},
         "method": {"enum": ["minmax", "entropy", "percentile"], "default": "minmax"},
         "percentile": {"type": "number", "exclusiveMinimum": 0, "maximum": 100,
@@ -51,7 +52,8 @@ class Quantize(Step):
         "metric": {"enum": ["cosine", "top1"], "default": "cosine",
                    "description": "cosine: 1 - mean cosine; top1: 1 - arg-max agreement"},
     }
-    libraries = ("onnx", "onnxruntime", "numpy")
+    libraries = ("onnx", "onnxruntime", "numpy", "protobuf", "ml_dtypes",
+                 "onnxscript", "onnx_ir")  # onnxscript rewrites the fusions
     consumes = ("onnx",)
     provides = ("onnx",)
 
