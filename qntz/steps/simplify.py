@@ -21,7 +21,8 @@ class Simplify(Step):
         "atol": {"type": "number", "minimum": 0, "default": 1e-5},
         "rtol": {"type": "number", "minimum": 0, "default": 1e-4},
     }
-    libraries = ("onnx", "onnxruntime")
+    libraries = ("onnx", "onnxruntime", "numpy", "protobuf", "ml_dtypes", "onnxsim", "onnx_ir",
+                 "torch", "onnxslim")  # onnxsim imports onnx_ir and torch
     consumes = ("onnx",)
     provides = ("onnx",)
 
