@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+TIMING = ("latency_ms", "speedup", "speedup_vs_source", "not_faster_than_source")
 MARK = {"pass": "✅ pass", "fail": "❌ FAIL", "error": "❌ ERROR", "not run": "⚠️ not run"}
 
 
@@ -73,3 +75,14 @@ def markdown(report: dict[str, Any], name: str) -> str:
                 f"{o['rtol']:g} | "
                 f"{o['worst_sample'] or '—'} |")
     return "\n".join(lines) + "\n"
+
+
+def split_timing(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The report without wall-clock figures (the same on every run), and those figures."""
+    lasting = copy.deepcopy(report)
+    reference = lasting["reference"]
+    timing: dict[str, Any] = {
+        "reference": {"id": reference["id"], "latency_ms": reference.pop("latency_ms", None)},
+        "candidates": {c["id"]: {k: c.pop(k) for k in TIMING if k in c}
+                       for c in lasting["candidates"]}}
+    return lasting, timing

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,15 +22,15 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
     from qntz.data import load_dataset
     from qntz.onnxinfo import describe
     from qntz.quantization import choose_recipe, preprocess
+    from qntz.scratch import scratch
 
     params = ctx.params
     feeds = load_dataset(ctx.pipeline, params["data"], params["samples"])
-    with tempfile.TemporaryDirectory(prefix="qntz-int8-") as tmp:
-        work = Path(tmp)
+    with scratch(ctx, "int8-") as work:
         prepared, note = work / "prepared.onnx", "none"
         if params["preprocess"]:
             ctx.report("pre-processing")
-            note = preprocess(source, prepared)
+            note = preprocess(source, prepared, work)
         else:
             shutil.copyfile(source, prepared)
         try:

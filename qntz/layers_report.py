@@ -17,8 +17,8 @@ def markdown(summary: dict[str, Any], step_id: str) -> str:
         f"{', '.join(summary['targets']) or 'this GPU'}",
         f"- asked precision: **{summary['precision']}**, compute layers in it: "
         + ("not checked (builder flags)" if coverage is None else f"{coverage:.0%}"),
-        f"- engine: {summary['engine_bytes'] / 1024:.0f} KiB, built in "
-        f"{summary['build_seconds']:.1f} s from `{summary['source']}`",
+        f"- engine: {summary['engine_bytes'] / 1024:.0f} KiB, built from "
+        f"`{summary['source']}` (build time in timing.json)",
         f"- network layers: {summary['layers']}; by output type: "
         + ", ".join(f"{k} {v}" for k, v in sorted(summary["layers_by_output_type"].items())),
         "- engine inspector: " + (summary["engine_inspection"]

@@ -13,7 +13,10 @@ from qntz.quiet import quiet
 CONV_LIKE = ("Conv", "ConvTranspose")
 MATMUL_LIKE = ("MatMul", "Gemm")
 TENSORRT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-DYNAMIC_OPS = ("MatMul", "Conv", "Attention")  # what ONNX Runtime quantizes dynamically
+DYNAMIC_OPS = ("MatMul", "Conv", "Attention", "LSTM")  # what ONNX Runtime quantizes dynamically
+# ONNX Runtime quantizes LSTM only dynamically (DynamicQuantizeLSTM), and has no int8 GRU/RNN
+DYNAMIC_ONLY = ("LSTM",)
+NO_INT8_KERNEL = ("GRU", "RNN")
 ATTENTION_LIKE = ("Softmax", "Attention", "MultiHeadAttention")
 
 
@@ -51,9 +54,24 @@ def looks_like_transformer(model: Any) -> bool:
     return bool(ops & set(ATTENTION_LIKE)) and normalizes and weighted
 
 
+def recurrent_note(model: Any) -> str:
+    """Why recurrent layers of the graph are (not) quantized, for the recipe's `why`."""
+    ops = {n.op_type for n in model.graph.node}
+    kept = sorted(ops & set(NO_INT8_KERNEL))
+    if not kept:
+        return ""
+    return (f"; {', '.join(kept)} stay float: ONNX Runtime has no int8 {'/'.join(kept)} kernel "
+            "(only LSTM has one, DynamicQuantizeLSTM)")
+
+
 def choose_recipe(model: Any, params: dict[str, Any]) -> Recipe:
     """`recipe: auto` picks by target and graph; explicit settings always win."""
     target, asked = params["target"], params["recipe"]
+    recurrent = bool(weight_nodes(model, DYNAMIC_ONLY)) and (
+        not params["op_types"] or bool(set(params["op_types"]) & set(DYNAMIC_ONLY)))
+    if asked == "static" and params["op_types"] and set(params["op_types"]) & set(DYNAMIC_ONLY):
+        raise ValueError("ONNX Runtime quantizes LSTM only dynamically: a Q/DQ LSTM computes "
+                         "in float on dequantized values")
     if target == "tensorrt":
         if asked == "dynamic":
             raise ValueError("TensorRT needs static (Q/DQ) quantization, not dynamic")
@@ -66,10 +84,17 @@ def choose_recipe(model: Any, params: dict[str, Any]) -> Recipe:
                         why="transformer graph: int8 MatMul weights, activations quantized "
                         "at run time; normalization and softmax stay float"
                         if asked == "auto" else "dynamic requested")
+    elif asked == "auto" and recurrent:
+        recipe = Recipe("dynamic", params["per_channel"], "uint8", False, False, None,
+                        weight_nodes(model, DYNAMIC_OPS),
+                        why="recurrent graph: LSTM as DynamicQuantizeLSTM (int8 weights, "
+                        "activations quantized at run time) and int8 MatMul weights; ONNX "
+                        "Runtime quantizes LSTM only dynamically")
     else:
         recipe = Recipe("static", params["per_channel"], "uint8", False, True, None, None,
                         why="static Q/DQ, uint8 activations and int8 weights (fast on x86 CPUs)"
                         if asked == "auto" else "static requested")
+    recipe.why += recurrent_note(model)
     if params["op_types"]:
         recipe.op_types, recipe.nodes = list(params["op_types"]), None
     if params["nodes"]:
@@ -119,17 +144,41 @@ def gemm_to_matmul(path: Path) -> int:
     return changed
 
 
-def preprocess(source: Path, target: Path) -> str:
-    """ORT's pre-processing; symbolic shape inference fails on many BERT-style graphs."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+def preprocess(source: Path, target: Path, scratch: Path) -> str:
+    """ORT's pre-processing; symbolic shape inference fails on many BERT-style graphs.
 
-    with quiet(""):  # ONNX Runtime's quantization tools log to the root logger at length
-        try:
-            quant_pre_process(str(source), str(target))
-            return "shape inference and optimization"
-        except Exception:
-            quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
-            return "ONNX shape inference and optimization (symbolic shape inference failed)"
+    Run in a child process whose current folder is `scratch`: where symbolic shape inference
+    fails, ONNX Runtime saves the partial model into the current folder, and changing this
+    process's current folder would move every other step running in it."""
+    if _preprocess(source, target, scratch, skip_symbolic_shape=False) is None:
+        return "shape inference and optimization"
+    error = _preprocess(source, target, scratch, skip_symbolic_shape=True)
+    if error is not None:
+        raise RuntimeError(f"ONNX Runtime's quantization pre-processing failed: {error}")
+    return "ONNX shape inference and optimization (symbolic shape inference failed)"
+
+
+PREPROCESS = ("import sys\n"
+              "from onnxruntime.quantization.shape_inference import quant_pre_process\n"
+              "quant_pre_process(sys.argv[1], sys.argv[2], skip_symbolic_shape=sys.argv[3] == '1')")
+
+
+def _preprocess(source: Path, target: Path, scratch: Path,
+                skip_symbolic_shape: bool) -> str | None:
+    """None when it worked, else the last line ONNX Runtime wrote about why not."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", PREPROCESS, str(source.resolve()), str(target.resolve()),
+         "1" if skip_symbolic_shape else "0"],
+        cwd=scratch, env={**os.environ, "TMPDIR": str(scratch.resolve())},
+        capture_output=True, text=True)
+    if proc.returncode == 0:
+        return None
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    return lines[-1] if lines else f"exit code {proc.returncode}"
 
 
 class FeedReader:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 
@@ -39,3 +40,9 @@ def quiet(*loggers: str, stderr: bool = False) -> Iterator[list[warnings.Warning
     finally:
         for logger, level in zip(chosen, levels):
             logger.setLevel(level)
+
+
+# ONNX Runtime's telemetry writes a session file into $TMPDIR and a database under ~/.cache
+# when the library is first imported: qntz writes nowhere but its cache and outputs. This
+# module is imported before any step imports ONNX Runtime; an explicit setting is kept.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

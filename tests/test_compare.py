@@ -102,3 +102,21 @@ def test_onnx_source_pipeline_uses_onnx_reference(ws):
     data = json.loads((ws.root / "out" / "from-onnx" / "compare" / "report.json").read_text())
     assert "ONNX" in data["reference"]["runs"]
     assert data["candidates"][0]["status"] == "pass"
+
+
+def test_latency_lives_in_a_volatile_file(ws):
+    ws.pipeline(pipeline_text("models.clean:SmallCNN", """
+    capture: {uses: trace}
+    onnx: {}
+    compare: {needs: [capture, onnx], iterations: 3, warmup: 1}
+    """))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.err
+    folder = ws.root / "out" / "t" / "compare"
+    assert "latency" not in (folder / "report.json").read_text()
+    timing = json.loads((folder / "latency.json").read_text())
+    assert timing["reference"]["latency_ms"]["median"] > 0
+    assert timing["candidates"]["onnx"]["latency_ms"]["median"] > 0
+    assert "speedup" in timing["candidates"]["onnx"]
+    lock = json.loads(next(ws.root.glob("**/*lock.json")).read_text())
+    assert set(lock["steps"]["compare"]["outputs"]) == {"report.json"}  # the lasting ones

@@ -6,6 +6,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from qntz.errors import PipelineError
+from qntz.inputs import MAX_ELEMENTS
+from qntz.schema import MAX_SAMPLES
 from qntz.steps.base import Step, StepContext
 
 if TYPE_CHECKING:
@@ -24,7 +26,7 @@ TOLERANCE = {"type": "object", "additionalProperties": False,
 
 class Compare(Step):
     kind = "compare"
-    version = 1
+    version = 2  # latencies moved from report.json to latency.json
     help = "run the reference and every candidate on fresh inputs; fail beyond tolerance"
     params = {
         "reference": {"type": ["string", "null"], "default": None,
@@ -39,17 +41,18 @@ class Compare(Step):
                     "description": "per output name: {atol, rtol, metric, threshold}"},
         "data": {"type": ["string", "null"], "default": None,
                  "description": "compare on this dataset instead of generated inputs"},
-        "samples": {"type": "integer", "minimum": 1, "default": 2,
+        "samples": {"type": "integer", "minimum": 1, "maximum": MAX_SAMPLES, "default": 2,
                     "description": "random draws per size variant"},
-        "sizes": {"type": ["array", "null"], "default": None,
-                  "items": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "sizes": {"type": ["array", "null"], "default": None, "maxItems": 64,
+                  "items": {"type": "object", "additionalProperties": {
+                      "type": "integer", "minimum": 1, "maximum": MAX_ELEMENTS}},
                   "description": "dim sizes to test, e.g. [{batch: 1}, {batch: 16}]"},
-        "seed": {"type": "integer", "default": 1000},
+        "seed": {"type": "integer", "minimum": 0, "default": 1000},
         "require": {"type": "array", "items": {"type": "string"}, "default": [],
                     "description": "candidates that must run here: a 'not run' row fails"},
-        "iterations": {"type": "integer", "minimum": 0, "default": 20,
+        "iterations": {"type": "integer", "minimum": 0, "maximum": MAX_SAMPLES, "default": 20,
                        "description": "timed runs per model for latency (0: no timing)"},
-        "warmup": {"type": "integer", "minimum": 0, "default": 3},
+        "warmup": {"type": "integer", "minimum": 0, "maximum": MAX_SAMPLES, "default": 3},
     }
     libraries = ("torch", "onnxruntime", "numpy")
     consumes_model = True
@@ -80,12 +83,16 @@ class Compare(Step):
         return {"data": data_digest(pipeline, name, digests)} if name else {}
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
-        from qntz.compare_report import markdown
+        from qntz.compare_report import markdown, split_timing
         from qntz.evaluate import evaluate
+        from qntz.scratch import scratch
 
-        report = evaluate(ctx)
-        (ctx.out / "report.json").write_text(json.dumps(report, indent=1))
-        (ctx.out / "report.md").write_text(markdown(report, ctx.pipeline.name))
+        with scratch(ctx, "compare-"):  # engine runtimes leave files in TMPDIR
+            report = evaluate(ctx)
+        lasting, timing = split_timing(report)
+        (ctx.out / "report.json").write_text(json.dumps(lasting, indent=1))
+        (ctx.out / "latency.json").write_text(json.dumps(timing, indent=1))
+        (ctx.out / "report.md").write_text(markdown(report, ctx.pipeline.name))  # shows latency
         failed = [c for c in report["candidates"] if c["status"] in ("fail", "error")
                   or (c["status"] == "not run" and c["id"] in ctx.params["require"])]
         summary: dict[str, Any] = {"passed": not failed, "candidates": [
@@ -93,7 +100,7 @@ class Compare(Step):
                                    "speedup_vs_source", "source", "not_faster_than_source",
                                    "max_abs", "cosine_min", "top1")}
             for c in report["candidates"]],
-            "reference": report["reference"]}
+            "reference": report["reference"], "volatile": ["latency.json", "report.md"]}
         unverified = [c["id"] for c in report["candidates"] if c["status"] == "not run"]
         if unverified:
             summary["unverified"] = unverified

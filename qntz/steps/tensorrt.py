@@ -36,7 +36,7 @@ def _toolchain(step: StepSpec, pipeline: Pipeline) -> tuple[str, str]:
 
 class TensorRT(Step):
     kind = "tensorrt"
-    version = 1
+    version = 2  # the build time moved from layers.json / layers.md to timing.json
     help = "build a TensorRT engine (strongly typed: precision comes from the ONNX model)"
     params = {
         "runtime": {"enum": ["auto", "tensorrt", "tensorrt-rtx"], "default": "auto"},
@@ -66,7 +66,7 @@ class TensorRT(Step):
                                  "description": "TensorRT 8.6-10.x only: dataset for the "
                                  "implicit INT8 calibrator"},
     }
-    libraries = ("polygraphy", "onnx")
+    libraries = ("polygraphy", "onnx", "numpy", "protobuf", "ml_dtypes")  # TensorRT: key_extras
     consumes = ("onnx",)
     provides = ("engine",)
 
@@ -98,13 +98,16 @@ class TensorRT(Step):
         return implicit_conversion(step, steps, pipeline)
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
+        from qntz.layers_report import markdown
+        from qntz.scratch import scratch
         from qntz.steps.tensorrt_build import build
 
         start = time.perf_counter()
-        summary = build(ctx)
-        summary["build_seconds"] = round(time.perf_counter() - start, 3)
+        with scratch(ctx, "tensorrt-"):
+            summary = build(ctx)
+        seconds = round(time.perf_counter() - start, 3)
         (ctx.out / "layers.json").write_text(json.dumps(summary, indent=1))
-        from qntz.layers_report import markdown
-
         (ctx.out / "layers.md").write_text(markdown(summary, ctx.step.id))
-        return {k: v for k, v in summary.items() if k not in ("compute_layers",)}
+        (ctx.out / "timing.json").write_text(json.dumps({"build_seconds": seconds}))
+        return {**{k: v for k, v in summary.items() if k not in ("compute_layers",)},
+                "build_seconds": seconds, "volatile": ["timing.json"]}
