@@ -103,7 +103,7 @@ class Cache:
         entries = self.root / "entries"
         if entries.is_dir():
             for path in sorted(entries.glob("*/*")):
-                if path.is_dir() and _is_key(path.name):
+                if path.is_dir() and is_key(path.name):
                     yield path.name
 
     # -- writing: under the key's lock ---------------------------------------------------
@@ -212,7 +212,7 @@ class Cache:
         return count
 
 
-def _is_key(name: str) -> bool:
+def is_key(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 

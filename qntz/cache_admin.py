@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qntz.cache import Cache
+from qntz.cache import Cache, is_key
 from qntz.hashing import FileDigests
 from qntz.lockfile import read_lock
 from qntz.workspace import Workspace
@@ -57,8 +57,7 @@ def gc(workspace: Workspace, console: Any, dry_run: bool) -> int:
     cache = Cache(workspace.cache_dir, FileDigests())
     keep = referenced_keys(workspace.root)
     verb = "would remove" if dry_run else "removed"
-    leftovers = [p for p in sorted((cache.root / "tmp").glob("*"))
-                 if not cache.is_locked(p.name[:64])]
+    leftovers = [p for p in sorted((cache.root / "tmp").glob("*")) if _abandoned(cache, p)]
     unused = [k for k in cache.keys() if k not in keep and not cache.is_locked(k)]
     if not dry_run:
         for path in leftovers:
@@ -70,6 +69,27 @@ def gc(workspace: Workspace, console: Any, dry_run: bool) -> int:
                   f"folders; kept {len(keep & set(cache.keys()))} entries used by lock files "
                   f"under {workspace.root}")
     return 0
+
+
+def _abandoned(cache: Cache, path: Path) -> bool:
+    """A build folder whose key nobody holds, or a process's library folder (`*-<pid>`)
+    whose process is gone."""
+    if is_key(path.name[:64]) and path.name[64:65] == "-":
+        return not cache.is_locked(path.name[:64])
+    pid = path.name.rsplit("-", 1)[-1]
+    return pid.isdigit() and not _alive(int(pid))
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def clear(workspace: Workspace) -> int:

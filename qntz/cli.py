@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,8 +18,9 @@ from rich.markup import escape
 
 from qntz import __version__
 from qntz.errors import PipelineError, QntzError
+from qntz.wording import plural
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,61 +28,112 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"qntz: {message} (see `qntz --help`)\n")
 
 
+def _global_options(json_output: bool) -> argparse.ArgumentParser:
+    """Options that work before or after the subcommand (`qntz -v run p.yaml` and
+    `qntz run p.yaml -v`); SUPPRESS keeps a subcommand from resetting what came before."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback and every cause behind an error")
+    if json_output:
+        common.add_argument("--json", action="store_true", help="machine-readable output")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="qntz", description="Declarative, cached, verified conversion of "
-                     "PyTorch models to ONNX, INT8/FP16 and TensorRT.")
+    parser = _Parser(prog="qntz", parents=[_global_options(False)],
+                     description="Declarative, cached, verified conversion of PyTorch models "
+                     "to ONNX, INT8/FP16 and TensorRT.")
     parser.add_argument("--version", action="version", version=f"qntz {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="show tracebacks behind errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = sub.add_parser("run", help="run a pipeline (only what changed)")
+    plain, with_json = [_global_options(False)], [_global_options(True)]
+    run = sub.add_parser("run", parents=with_json, help="run a pipeline (only what changed)")
     run.add_argument("file")
     run.add_argument("--step", action="append", metavar="ID",
                      help="run this step and what it needs (repeatable)")
     run.add_argument("--force", action="store_true", help="re-run the selected steps")
     run.add_argument("--jobs", "-j", type=int, default=1, help="independent steps in parallel")
     run.add_argument("--keep-going", action="store_true", help="run other branches after a failure")
-    status = sub.add_parser("status", help="what is cached, what is stale and why")
+    status = sub.add_parser("status", parents=with_json,
+                            help="what is cached, what is stale and why")
     status.add_argument("file")
     status.add_argument("--step", action="append", metavar="ID")
-    status.add_argument("--json", action="store_true")
-    validate = sub.add_parser("validate", help="check a pipeline file without running it")
+    validate = sub.add_parser("validate", parents=with_json,
+                              help="check a pipeline file without running it")
     validate.add_argument("file")
-    dag = sub.add_parser("dag", help="print the step graph")
+    dag = sub.add_parser("dag", parents=with_json, help="print the step graph")
     dag.add_argument("file")
     dag.add_argument("--mermaid", action="store_true")
-    steps = sub.add_parser("steps", help="step kinds and their parameters")
+    steps = sub.add_parser("steps", parents=with_json, help="step kinds and their parameters")
     steps.add_argument("kind", nargs="?")
-    sub.add_parser("schema", help="print the pipeline JSON Schema")
-    cache = sub.add_parser("cache", help="the content cache: dir, verify, gc, clear")
+    sub.add_parser("schema", parents=plain, help="print the pipeline JSON Schema")
+    cache = sub.add_parser("cache", parents=plain,
+                           help="the content cache: dir, verify, gc, clear")
     cache.add_argument("action", choices=["dir", "verify", "gc", "clear"])
     cache.add_argument("--dry-run", action="store_true", help="gc: only say what it would remove")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def consoles() -> tuple[Any, Any]:
+    """stdout and stderr consoles; NO_COLOR (any value) turns off every style, not only
+    colour. Bound to this stdout: a step silencing a library's prints must not silence qntz."""
     from rich.console import Console
 
-    # bound to this stdout: a step silencing a library's prints must not silence qntz
-    console = Console(file=sys.stdout, highlight=False)
-    if not console.is_terminal:
-        console = Console(file=sys.stdout, highlight=False, width=120)
+    plain = {"color_system": None} if os.environ.get("NO_COLOR") else {}
+    out = Console(file=sys.stdout, highlight=False, **plain)
+    if not out.is_terminal:
+        out = Console(file=sys.stdout, highlight=False, width=120, **plain)
+    return out, Console(file=sys.stderr, highlight=False, **plain)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.verbose = getattr(args, "verbose", False)
+    args.json = getattr(args, "json", False)
+    console, errors = consoles()
     try:
         return COMMANDS[args.command](args, console)
     except QntzError as exc:
-        if args.verbose:
-            console.print_exception()
-        _stderr().print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        report_error(errors, exc, args.verbose)
+        if args.json:
+            print(json.dumps({"ok": False, "error": error_dict(exc)}, indent=1))
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        errors.print("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `qntz schema | head`: the reader left; so do we, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
-def _stderr() -> Any:
-    from rich.console import Console
+def report_error(errors: Any, exc: BaseException, verbose: bool) -> None:
+    """One line with the cause chain; with -v the traceback of each cause as well."""
+    if verbose:
+        from rich.traceback import Traceback
 
-    return Console(stderr=True, highlight=False)
+        errors.print(Traceback.from_exception(type(exc), exc, exc.__traceback__))
+    errors.print(f"[red]error:[/] {escape(str(exc))}{escape(_causes(exc, verbose))}",
+                 soft_wrap=True)
+
+
+def _causes(exc: BaseException, verbose: bool) -> str:
+    """`caused by` for a QntzError's cause; in full with -v, its first line otherwise."""
+    from qntz.errors import first_line
+
+    texts = []
+    cause = exc.__cause__
+    while cause is not None and verbose:
+        texts.append(f"{type(cause).__name__}: {' '.join(str(cause).split())}")
+        cause = cause.__cause__ or cause.__context__
+    if not verbose and cause is not None and not isinstance(cause, QntzError):
+        text = f"{type(cause).__name__}: {first_line(cause)}"
+        if first_line(cause) not in str(exc):
+            texts.append(text)
+    return "".join(f"; caused by {t}" for t in texts)
+
+
+def error_dict(exc: QntzError) -> dict[str, Any]:
+    return {"message": exc.message, "where": exc.where, "hint": exc.hint,
+            "type": type(exc).__name__, "exit_code": exc.exit_code}
 
 
 def _session(args: argparse.Namespace) -> Any:
@@ -99,35 +152,40 @@ def _session(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace, console: Any) -> int:
-    from qntz.progress import ConsoleReporter, compare_table
+    from qntz.progress import ConsoleReporter, SilentReporter, compare_table
 
     if args.jobs < 1:
         raise PipelineError("--jobs must be at least 1", hint="e.g. --jobs 2")
     start = time.perf_counter()
     session = _session(args)
-    reporter = ConsoleReporter(console)
+    reporter = SilentReporter() if args.json else ConsoleReporter(console)
     try:
         results = session.run(reporter, args.step, args.force, args.jobs, args.keep_going)
     finally:
         reporter.close()
-    out = session.out
+    failed = [r for r in results if r.state in ("failed", "skipped")]
+    codes = [r.error.exit_code for r in failed if r.error] or ([EXIT_FAILED] if failed else [])
+    code = max(codes, default=EXIT_OK)
+    if args.json:
+        print(json.dumps({"ok": code == EXIT_OK, "pipeline": str(session.pipeline.path),
+                          "out": str(session.out), "lock": str(session.lock_path),
+                          "steps": [r.as_dict() for r in results]}, indent=1))
+        return code
     for result in results:
         if result.kind == "compare" and result.artifact is not None:
             compare_table(console, result)
-            console.print(f"report: {_relative(out / result.id / 'report.md')}")
+            console.print(f"report: {_relative(session.out / result.id / 'report.md')}")
     counts: dict[str, int] = {}
     for r in results:
         counts[r.state] = counts.get(r.state, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
-    console.print(f"{len(results)} steps: {summary} in {time.perf_counter() - start:.2f}s "
-                  f"→ {_relative(out)}/")
-    failed = [r for r in results if r.state in ("failed", "skipped")]
-    errors = _stderr()
+    console.print(f"{plural(len(results), 'step')}: {summary} in "
+                  f"{time.perf_counter() - start:.2f}s → {_relative(session.out)}/")
+    errors = consoles()[1]
     for r in failed:
         if r.state == "failed":
-            errors.print(f"[red]error:[/] {escape(str(r.error or r.reason))}", soft_wrap=True)
-    codes = [r.error.exit_code for r in failed if r.error] or ([EXIT_FAILED] if failed else [])
-    return max(codes, default=EXIT_OK)
+            report_error(errors, r.error or QntzError(r.reason), args.verbose)
+    return code
 
 
 def _relative(path: Path) -> str:
@@ -135,6 +193,10 @@ def _relative(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+MARKS = {"cached": "[dim]•[/] cached ", "stale": "[yellow]○[/] stale  ",
+         "pending": "[dim]?[/] pending"}
 
 
 def cmd_status(args: argparse.Namespace, console: Any) -> int:
@@ -145,17 +207,23 @@ def cmd_status(args: argparse.Namespace, console: Any) -> int:
                          indent=1))
         return EXIT_OK
     for state in states.values():
-        mark = "[dim]•[/] cached" if state.state == "cached" else "[yellow]○[/] stale "
-        console.print(f"{mark}  [bold]{state.id}[/] [dim]({state.kind})[/]  {state.reason}")
+        console.print(f"{MARKS[state.state]}  [bold]{escape(state.id)}[/] "
+                      f"[dim]({state.kind})[/]  {escape(state.reason)}")
     return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace, console: Any) -> int:
+    from qntz.factory_check import check_factories
     from qntz.pipeline import load_pipeline
 
     pipeline = load_pipeline(args.file)
-    console.print(f"{args.file}: ok — {len(pipeline.steps)} steps: "
-                  + " → ".join(pipeline.order()))
+    check_factories(pipeline)
+    if args.json:
+        print(json.dumps({"ok": True, "file": args.file, "name": pipeline.name,
+                          "steps": pipeline.order()}, indent=1))
+        return EXIT_OK
+    console.print(f"{escape(args.file)}: ok — {plural(len(pipeline.steps), 'step')}: "
+                  + escape(" → ".join(pipeline.order())))
     return EXIT_OK
 
 
@@ -163,18 +231,20 @@ def cmd_dag(args: argparse.Namespace, console: Any) -> int:
     from qntz.pipeline import load_pipeline
 
     pipeline = load_pipeline(args.file)
-    if args.mermaid:
+    steps = [pipeline.steps[sid] for sid in pipeline.order()]
+    if args.json:
+        print(json.dumps({"steps": [{"id": s.id, "kind": s.kind, "needs": list(s.needs)}
+                                    for s in steps]}, indent=1))
+    elif args.mermaid:
         print("graph TD")
-        for sid in pipeline.order():
-            spec = pipeline.steps[sid]
-            print(f'  {sid}["{sid}<br/>{spec.kind}"]')
+        for spec in steps:
+            print(f'  {spec.id}["{spec.id}<br/>{spec.kind}"]')
             for need in spec.needs:
-                print(f"  {need} --> {sid}")
-        return EXIT_OK
-    for sid in pipeline.order():
-        spec = pipeline.steps[sid]
-        needs = f"  ← {', '.join(spec.needs)}" if spec.needs else ""
-        console.print(f"[bold]{sid}[/] [dim]({spec.kind})[/]{needs}")
+                print(f"  {need} --> {spec.id}")
+    else:
+        for spec in steps:
+            needs = f"  ← {', '.join(spec.needs)}" if spec.needs else ""
+            console.print(f"[bold]{escape(spec.id)}[/] [dim]({spec.kind})[/]{escape(needs)}")
     return EXIT_OK
 
 
@@ -187,14 +257,20 @@ def cmd_steps(args: argparse.Namespace, console: Any) -> int:
             from qntz.pipeline import did_you_mean
             raise PipelineError(f"unknown step kind '{name}'{did_you_mean(name, list(KINDS))}",
                                 hint="run `qntz steps` for the list")
+    if args.json:
+        print(json.dumps({"kinds": [{"kind": n, "version": KINDS[n].version,
+                                     "help": KINDS[n].help, "schema": KINDS[n].schema()}
+                                    for n in kinds]}, indent=1))
+        return EXIT_OK
+    for name in kinds:
         kind = KINDS[name]
-        console.print(f"[bold]{name}[/] (v{kind.version}): {kind.help}")
+        console.print(f"[bold]{name}[/] (v{kind.version}): {escape(kind.help)}")
         for param, spec in kind.params.items():
             kind_of = spec.get("type") or list(map(str, spec.get("enum", [])))
             kind_of = " | ".join(kind_of) if isinstance(kind_of, list) else kind_of
             default = f" = {spec['default']!r}" if "default" in spec else ""
             text = f" — {spec['description']}" if "description" in spec else ""
-            console.print(f"    {param}: {kind_of}{default}{text}", highlight=False)
+            console.print(escape(f"    {param}: {kind_of}{default}{text}"), highlight=False)
     return EXIT_OK
 
 
@@ -218,13 +294,9 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
     if args.action == "gc":
         return cache_admin.gc(workspace, console, args.dry_run)
     removed = cache_admin.clear(workspace)
-    console.print(f"removed {_plural(removed, 'cache entry', 'cache entries')} from "
+    console.print(f"removed {plural(removed, 'cache entry', 'cache entries')} from "
                   f"{workspace.cache_dir}")
     return EXIT_OK
-
-
-def _plural(count: int, one: str, many: str) -> str:
-    return f"{count} {one if count == 1 else many}"
 
 
 COMMANDS = {"run": cmd_run, "status": cmd_status, "validate": cmd_validate, "dag": cmd_dag,
@@ -232,4 +304,17 @@ COMMANDS = {"run": cmd_run, "status": cmd_status, "validate": cmd_validate, "dag
 
 
 def entry() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
+    except KeyboardInterrupt:  # outside main's own handler (e.g. while argparse prints)
+        code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED:
+        # a step still running in a worker thread cannot be stopped, and exiting normally
+        # would wait for it; its temp folder is swept the next time its key is locked
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -18,7 +18,7 @@ FORMAT = 1
 class StepState:
     id: str
     kind: str
-    state: str  # cached | stale
+    state: str  # cached | stale | pending (after a stale step: re-runs if its inputs change)
     reason: str
     key: str | None = None
 
@@ -81,6 +81,13 @@ def why_stale(record: dict[str, Any], previous: dict[str, Any] | None) -> str:
     return "; ".join(reasons) if reasons else "not in cache"
 
 
+def _pending(needs: list[str]) -> str:
+    """A step after a stale one: its key is known only once its inputs are rebuilt."""
+    names = ", ".join(needs)
+    its = "its output changes" if len(needs) == 1 else "their outputs change"
+    return f"may re-run: after {names} re-run{'s' if len(needs) == 1 else ''}, if {its}"
+
+
 def _short(value: Any) -> str:
     text = "unset" if value is None else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -95,8 +102,7 @@ def plan(pipeline: Pipeline, order: list[str], cache: Cache, lock: dict[str, Any
         spec = pipeline.steps[sid]
         stale_needs = [n for n in spec.needs if n not in found]
         if stale_needs:
-            states[sid] = StepState(sid, spec.kind, "stale",
-                                    f"after {', '.join(stale_needs)} re-run")
+            states[sid] = StepState(sid, spec.kind, "pending", _pending(stale_needs))
             continue
         record = key_record(spec, pipeline, found, cache.digests)
         key = record_key(record)

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from qntz.runner import StepResult
+from qntz.wording import plural
 
 ICON = {"ran": "[green]✓[/]", "cached": "[dim]•[/]", "failed": "[red]✗[/]",
         "skipped": "[yellow]-[/]"}
@@ -20,7 +21,8 @@ def describe(result: StepResult) -> str:
     s = result.summary
     if result.kind in ("onnx", "simplify") and "nodes" in s:
         extra = f" (was {s['nodes_before']})" if "nodes_before" in s else ""
-        return f"opset {s.get('opset')}, {s['nodes']} nodes{extra}, {s['bytes'] / 1024:.0f} KiB"
+        return (f"opset {s.get('opset')}, {plural(s['nodes'], 'node')}{extra}, "
+                f"{s['bytes'] / 1024:.0f} KiB")
     if result.kind == "compare" and "candidates" in s:
         counts: dict[str, int] = {}
         for c in s["candidates"]:
@@ -39,26 +41,44 @@ def describe(result: StepResult) -> str:
     if result.kind == "preflight" and "verdicts" in s:
         verdicts = ", ".join(f"{m} {v}" for m, v in s["verdicts"].items())
         advice = f"use {s['recommendation']}" if s["recommendation"] else "no safe method"
-        return (f"{advice} ({verdicts}); {s['counts']['error']} errors, "
-                f"{s['counts']['warning']} warnings in {s['seconds']:.1f}s")
+        return (f"{advice} ({verdicts}); {plural(s['counts']['error'], 'error')}, "
+                f"{plural(s['counts']['warning'], 'warning')} in {s['seconds']:.1f}s")
     if "method" in s and result.kind in ("auto", "trace", "script", "export"):
         return f"captured with {s['method']} (preflight: {s['verdict']})"
     if result.kind == "load" and "parameters" in s:
         return f"{s.get('class')}, {s['parameters']:,} parameters"
     if s.get("warnings"):
-        return f"{len(s['warnings'])} warning(s): {s['warnings'][0]}"
+        return f"{plural(len(s['warnings']), 'warning')}: {s['warnings'][0]}"
     return ""
 
 
 def _quantized(s: dict[str, Any]) -> str:
     if s["precision"] in ("fp16", "bf16"):
-        return f"{s['precision']}: {s['half_weights']} {s['precision']} weights, {s['casts']} casts"
+        return (f"{s['precision']}: {plural(s['half_weights'], s['precision'] + ' weight')}, "
+                f"{plural(s['casts'], 'cast')}")
     acc, cov = s["accuracy"], s["coverage"]
     kept = f", {len(s['kept_float_for_budget'])} kept float for the budget" \
         if s["kept_float_for_budget"] else ""
-    return (f"int8 {s['recipe']['mode']}: {cov['quantized_nodes']} nodes quantized{kept}; "
+    return (f"int8 {s['recipe']['mode']}: {plural(cov['quantized_nodes'], 'node')} "
+            f"quantized{kept}; "
             f"on calibration data top-1 {acc['top1']['agreement']:.1%}, cosine "
             f"{acc['cosine']['mean']:.4f}")
+
+
+class SilentReporter:
+    """For `--json`: the document at the end is the only output."""
+
+    def started(self, step_id: str, kind: str) -> None:
+        pass
+
+    def message(self, step_id: str, text: str) -> None:
+        pass
+
+    def finished(self, result: StepResult) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class ConsoleReporter:

@@ -53,6 +53,17 @@ class StepResult:
     def summary(self) -> dict[str, Any]:
         return self.artifact.summary if self.artifact else {}
 
+    def as_dict(self) -> dict[str, Any]:
+        """What `qntz run --json` prints for the step."""
+        error = self.error
+        return {"id": self.id, "kind": self.kind, "state": self.state,
+                "seconds": round(self.seconds, 3), "reason": self.reason or None,
+                "key": self.artifact.key if self.artifact else None,
+                "files": sorted(self.artifact.files()) if self.artifact else [],
+                "summary": self.summary,
+                "error": {"message": error.message, "where": error.where, "hint": error.hint}
+                if error else None}
+
 
 @dataclass
 class Session:
@@ -136,7 +147,7 @@ class Session:
         checked: set[str] = set()
         while True:
             states, found = plan(self.pipeline, order, self.cache, self.read_lock(), forced)
-            stale = [s for s in order if states[s].state == "stale"]
+            stale = [s for s in order if states[s].state != "cached"]
             consumed = {n for s in stale for n in self.pipeline.steps[s].needs if n in found}
             damaged = []
             for sid in sorted(consumed - checked):

@@ -291,7 +291,8 @@ def test_project_root_not_the_current_folder(tmp_path):
     project = tmp_path / "proj"
     shutil.copytree(REPO / "tests" / "zoo", project / "models")
     (project / ".git").mkdir()
-    (project / "p.yaml").write_text(pipeline_text("models.clean:SmallCNN", "capture: {uses: trace}"))
+    (project / "p.yaml").write_text(pipeline_text("models.clean:SmallCNN",
+                                                  "capture: {uses: trace}"))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     assert qntz(elsewhere, "run", "../proj/p.yaml").returncode == 0

@@ -1,0 +1,114 @@
+"""The command line as a new user meets it: options anywhere, JSON, colours, pipes, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import pipeline_text
+
+SMALL = "capture: {uses: trace}\nonnx: {}"
+
+
+def cli(ws, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "qntz", *args], cwd=ws.root, text=True,
+                          capture_output=True, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_global_options_work_after_the_subcommand(ws):
+    ws.pipeline(pipeline_text("models.clean:SmallCNN", SMALL))
+    assert ws.qntz("validate", "pipeline.yaml", "-v").code == 0
+    assert ws.qntz("-v", "validate", "pipeline.yaml").code == 0
+    assert ws.qntz("run", "pipeline.yaml", "--verbose").code == 0
+
+
+def test_verbose_shows_the_cause(ws):
+    ws.pipeline(pipeline_text("models.hazards:NoOnnxOperator", SMALL, shape="[batch, 4, 4]"))
+    plain = cli(ws, "run", "pipeline.yaml")
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    errors = [ln for ln in plain.stderr.splitlines() if ln.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error:"), plain.stderr
+    verbose = cli(ws, "run", "pipeline.yaml", "-v")
+    assert verbose.returncode == 1
+    assert "Traceback" in verbose.stderr and "caused by" in verbose.stderr
+
+
+def test_json_everywhere(ws):
+    ws.pipeline(pipeline_text("models.clean:SmallCNN", SMALL))
+    validated = json.loads(ws.qntz("validate", "pipeline.yaml", "--json").out)
+    assert validated["ok"] and validated["steps"] == ["load", "capture", "onnx"]
+    dag = json.loads(ws.qntz("dag", "pipeline.yaml", "--json").out)
+    assert {"id": "onnx", "kind": "onnx", "needs": ["capture"]} in dag["steps"]
+    kinds = json.loads(ws.qntz("steps", "--json").out)["kinds"]
+    assert "opset" in next(k for k in kinds if k["kind"] == "onnx")["schema"]["properties"]
+    result = ws.qntz("run", "pipeline.yaml", "--json")
+    run = json.loads(result.out)
+    assert result.code == 0 and run["ok"]
+    assert [s["state"] for s in run["steps"]] == ["ran", "ran", "ran"]
+    assert "model.onnx" in run["steps"][2]["files"]
+    again = json.loads(ws.qntz("run", "pipeline.yaml", "--json").out)
+    assert {s["state"] for s in again["steps"]} == {"cached"}
+    bad = ws.qntz("validate", "missing.yaml", "--json")
+    assert bad.code == 2 and json.loads(bad.out)["error"]["where"].endswith("missing.yaml")
+
+
+def test_version(ws):
+    from qntz import __version__
+
+    assert cli(ws, "--version").stdout.strip() == f"qntz {__version__}"
+
+
+def test_no_color_turns_off_every_style(ws):
+    ws.pipeline(pipeline_text("models.clean:SmallCNN", SMALL))
+    coloured = cli(ws, "dag", "pipeline.yaml", env={"FORCE_COLOR": "1", "TTY_COMPATIBLE": "1"})
+    assert "\x1b[" in coloured.stdout  # the test can tell
+    plain = cli(ws, "dag", "pipeline.yaml",
+                env={"FORCE_COLOR": "1", "TTY_COMPATIBLE": "1", "NO_COLOR": "1"})
+    assert plain.returncode == 0 and "\x1b[" not in plain.stdout and "onnx" in plain.stdout
+
+
+def test_closed_pipe_ends_quietly(ws):
+    done = subprocess.run(f"'{sys.executable}' -m qntz schema | head -1", shell=True,
+                          cwd=ws.root, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "{" and done.stderr == ""
+
+
+def test_ctrl_c_prints_one_line(ws):
+    ws.pipeline(pipeline_text("models.clean:SmallCNN", "preflight: {}\ncapture: {uses: auto}"))
+    proc = subprocess.Popen([sys.executable, "-m", "qntz", "run", "pipeline.yaml"], cwd=ws.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tmp = ws.root / ".qntz" / "cache" / "tmp"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (tmp.is_dir() and any(tmp.iterdir())):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - start < 10, "it waited for the running step"
+    assert proc.returncode == 130, err
+    assert err.strip() == "interrupted", err
+
+
+def test_plurals(ws):
+    ws.pipeline(pipeline_text("models.clean:SmallCNN", "").replace("steps:\n", "steps: {}\n")
+                .replace("steps: {}\n\n", "steps: {}\n"))
+    one = ws.pipeline(pipeline_text("models.clean:SmallCNN", "capture: {uses: trace}"),
+                      "one.yaml")
+    validated = ws.qntz("validate", one)
+    assert "2 steps:" in validated.out
+    ran = ws.qntz("run", one, "--step", "load")
+    assert "1 step:" in ran.out and "1 steps" not in ran.out
+
+
+def test_validate_checks_the_factory_without_importing_it(ws):
+    ws.pipeline(pipeline_text("models.clean:SmallCNNN", SMALL))
+    typo = ws.qntz("validate", "pipeline.yaml")
+    assert typo.code == 2 and "did you mean 'SmallCNN'" in typo.err
+    assert "pipeline.yaml:4:" in typo.err  # the line of `factory:`
+    ws.pipeline(pipeline_text("models.nowhere:Net", SMALL))
+    missing = ws.qntz("validate", "pipeline.yaml")
+    assert missing.code == 2 and "models.nowhere" in missing.err
