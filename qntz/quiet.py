@@ -11,6 +11,8 @@ import contextlib
 import io
 import logging
 import os
+import sys
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -26,20 +28,57 @@ def recorded_warnings() -> Iterator[list[warnings.WarningMessage]]:
 @contextlib.contextmanager
 def quiet(*loggers: str, stderr: bool = False) -> Iterator[list[warnings.WarningMessage]]:
     """Warnings recorded, the named loggers ("" is the root) at ERROR, stdout swallowed."""
-    chosen = [logging.getLogger(name or None) for name in loggers]
-    levels = [logger.level for logger in chosen]
-    for logger in chosen:
-        logger.setLevel(logging.ERROR)
-    streams = contextlib.ExitStack()
-    streams.enter_context(contextlib.redirect_stdout(io.StringIO()))
-    if stderr:
-        streams.enter_context(contextlib.redirect_stderr(io.StringIO()))
+    held = [*(f"logger:{name}" for name in loggers), "stdout", *(["stderr"] if stderr else [])]
+    for name in held:
+        _hold(name)
     try:
-        with recorded_warnings() as caught, streams:
+        with recorded_warnings() as caught:
             yield caught
     finally:
-        for logger, level in zip(chosen, levels):
-            logger.setLevel(level)
+        for name in reversed(held):
+            _release(name)
+
+
+# Steps run in threads (`--jobs`): the first to silence a stream or logger saves it, the
+# last to finish restores it, whatever order they finish in.
+_lock = threading.Lock()
+_holders: dict[str, tuple[int, object]] = {}
+
+
+def _hold(name: str) -> None:
+    with _lock:
+        count, saved = _holders.get(name, (0, None))
+        if count == 0:
+            saved = _silence(name)
+        _holders[name] = (count + 1, saved)
+
+
+def _release(name: str) -> None:
+    with _lock:
+        count, saved = _holders[name]
+        if count == 1:
+            del _holders[name]
+            _restore(name, saved)
+        else:
+            _holders[name] = (count - 1, saved)
+
+
+def _silence(name: str) -> object:
+    if name.startswith("logger:"):
+        logger = logging.getLogger(name.removeprefix("logger:") or None)
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        return level
+    saved = getattr(sys, name)
+    setattr(sys, name, io.StringIO())
+    return saved
+
+
+def _restore(name: str, saved: object) -> None:
+    if name.startswith("logger:"):
+        logging.getLogger(name.removeprefix("logger:") or None).setLevel(saved)  # type: ignore
+    else:
+        setattr(sys, name, saved)
 
 
 # ONNX Runtime's telemetry writes a session file into $TMPDIR and a database under ~/.cache
