@@ -136,55 +136,41 @@ def error_dict(exc: QntzError) -> dict[str, Any]:
             "type": type(exc).__name__, "exit_code": exc.exit_code}
 
 
-def _session(args: argparse.Namespace) -> Any:
-    from qntz.pipeline import load_pipeline
-    from qntz.runner import Session
-    from qntz.workspace import Workspace
-
-    pipeline = load_pipeline(args.file)
-    for sid in getattr(args, "step", None) or []:
-        if sid not in pipeline.steps:
-            from qntz.pipeline import did_you_mean
-            raise PipelineError(f"no step '{sid}'{did_you_mean(sid, list(pipeline.steps))}",
-                                where=str(pipeline.path),
-                                hint="steps: " + ", ".join(pipeline.steps))
-    return Session(pipeline, Workspace.of(pipeline.path.parent))
-
-
 def cmd_run(args: argparse.Namespace, console: Any) -> int:
-    from qntz.progress import ConsoleReporter, SilentReporter, compare_table
+    from qntz import api
+    from qntz.progress import ConsoleReporter, compare_table
 
-    if args.jobs < 1:
-        raise PipelineError("--jobs must be at least 1", hint="e.g. --jobs 2")
     start = time.perf_counter()
-    session = _session(args)
-    reporter = SilentReporter() if args.json else ConsoleReporter(console)
+    pipeline = api.load_pipeline(args.file)
+    reporter = None if args.json else ConsoleReporter(console)
     try:
-        results = session.run(reporter, args.step, args.force, args.jobs, args.keep_going)
+        result = api.run(pipeline, args.step, args.jobs, args.force, args.keep_going, reporter)
     finally:
-        reporter.close()
-    failed = [r for r in results if r.state in ("failed", "skipped")]
-    codes = [r.error.exit_code for r in failed if r.error] or ([EXIT_FAILED] if failed else [])
+        if reporter is not None:
+            reporter.close()
+    steps = list(result.steps.values())
+    failed = [s for s in steps if s.state in ("failed", "skipped")]
+    codes = [s.error.exit_code for s in failed if s.error] or ([EXIT_FAILED] if failed else [])
     code = max(codes, default=EXIT_OK)
     if args.json:
-        print(json.dumps({"ok": code == EXIT_OK, "pipeline": str(session.pipeline.path),
-                          "out": str(session.out), "lock": str(session.lock_path),
-                          "steps": [r.as_dict() for r in results]}, indent=1))
+        print(json.dumps({"ok": result.ok, "pipeline": str(result.pipeline),
+                          "out": str(result.out), "lock": str(result.lock),
+                          "steps": [s.as_dict() for s in steps]}, indent=1))
         return code
-    for result in results:
-        if result.kind == "compare" and result.artifact is not None:
-            compare_table(console, result)
-            console.print(f"report: {_relative(session.out / result.id / 'report.md')}")
+    for step in steps:
+        if step.kind == "compare" and step.files:
+            compare_table(console, step)
+            console.print(f"report: {_relative(result.out / step.id / 'report.md')}")
     counts: dict[str, int] = {}
-    for r in results:
-        counts[r.state] = counts.get(r.state, 0) + 1
-    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
-    console.print(f"{plural(len(results), 'step')}: {summary} in "
-                  f"{time.perf_counter() - start:.2f}s → {_relative(session.out)}/")
+    for s in steps:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in counts.items())
+    console.print(f"{plural(len(steps), 'step')}: {summary} in "
+                  f"{time.perf_counter() - start:.2f}s → {_relative(result.out)}/")
     errors = consoles()[1]
-    for r in failed:
-        if r.state == "failed":
-            report_error(errors, r.error or QntzError(r.reason), args.verbose)
+    for s in failed:
+        if s.state == "failed" and s.error is not None:
+            report_error(errors, s.error, args.verbose)
     return code
 
 
@@ -200,8 +186,9 @@ MARKS = {"cached": "[dim]•[/] cached ", "stale": "[yellow]○[/] stale  ",
 
 
 def cmd_status(args: argparse.Namespace, console: Any) -> int:
-    session = _session(args)
-    states = session.status(args.step)
+    from qntz import api
+
+    states = api.status(args.file, args.step)
     if args.json:
         print(json.dumps({"pipeline": args.file, "steps": [s.as_dict() for s in states.values()]},
                          indent=1))

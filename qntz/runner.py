@@ -53,16 +53,6 @@ class StepResult:
     def summary(self) -> dict[str, Any]:
         return self.artifact.summary if self.artifact else {}
 
-    def as_dict(self) -> dict[str, Any]:
-        """What `qntz run --json` prints for the step."""
-        error = self.error
-        return {"id": self.id, "kind": self.kind, "state": self.state,
-                "seconds": round(self.seconds, 3), "reason": self.reason or None,
-                "key": self.artifact.key if self.artifact else None,
-                "files": sorted(self.artifact.files()) if self.artifact else [],
-                "summary": self.summary,
-                "error": {"message": error.message, "where": error.where, "hint": error.hint}
-                if error else None}
 
 
 @dataclass

@@ -1,0 +1,131 @@
+"""The Python API for notebooks and CI scripts; the CLI is a thin layer over it.
+
+    import qntz
+    result = qntz.run("pipelines/quickstart.yaml", jobs=2)
+    if not result:
+        print(result.failures())
+    result.steps["int8"].files["model.onnx"]      # the laid-out artifact
+    result.comparisons["compare"]                 # candidates with their figures
+
+A bad pipeline raises `qntz.PipelineError` (with `.where` and `.hint`); a step that fails
+does not raise: its outcome carries the error, and the result is falsy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qntz.errors import PipelineError, QntzError
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """One step of a run: `state` is ran, cached, failed or skipped."""
+
+    id: str
+    kind: str
+    state: str
+    seconds: float
+    reason: str
+    key: str | None
+    files: dict[str, Path] = field(default_factory=dict)  # laid out under out/<name>/<id>/
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: QntzError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("ran", "cached")
+
+    def as_dict(self) -> dict[str, Any]:
+        """What `qntz run --json` prints for the step."""
+        error = None if self.error is None else {
+            "message": self.error.message, "where": self.error.where, "hint": self.error.hint}
+        return {"id": self.id, "kind": self.kind, "state": self.state,
+                "seconds": round(self.seconds, 3), "reason": self.reason or None,
+                "key": self.key, "files": {n: str(p) for n, p in self.files.items()},
+                "summary": self.summary, "error": error}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A whole run; truthy only when every step it ran or reused passed."""
+
+    pipeline: Path
+    out: Path
+    lock: Path
+    steps: dict[str, StepOutcome]
+
+    @property
+    def ok(self) -> bool:
+        return all(step.ok for step in self.steps.values())
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    @property
+    def comparisons(self) -> dict[str, list[dict[str, Any]]]:
+        """Each compare step's candidates: status, accuracy figures and latency."""
+        return {sid: step.summary.get("candidates", []) for sid, step in self.steps.items()
+                if step.kind == "compare"}
+
+    def failures(self) -> list[QntzError]:
+        return [s.error for s in self.steps.values() if s.error is not None]
+
+
+def load_pipeline(path: str | Path) -> Any:
+    """Read and validate a pipeline file; raises PipelineError naming file, line and fix."""
+    from qntz.pipeline import load_pipeline as load
+
+    return load(path)
+
+
+def session(pipeline: Any) -> Any:
+    """The pipeline's session in its project (cache and outputs under the project root)."""
+    from qntz.runner import Session
+    from qntz.workspace import Workspace
+
+    if not hasattr(pipeline, "steps"):
+        pipeline = load_pipeline(pipeline)
+    return Session(pipeline, Workspace.of(pipeline.path.parent))
+
+
+def run(pipeline: str | Path | Any, steps: list[str] | None = None, jobs: int = 1,
+        force: bool = False, keep_going: bool = False, reporter: Any = None) -> RunResult:
+    """Run what is stale (with `steps`: those and what they need) and lay out the outputs."""
+    from qntz.progress import SilentReporter
+
+    if jobs < 1:
+        raise PipelineError("jobs must be at least 1", hint="e.g. jobs=2 (--jobs 2)")
+    current = session(pipeline)
+    _check_steps(current.pipeline, steps)
+    results = current.run(reporter or SilentReporter(), steps, force, jobs, keep_going)
+    outcomes = {r.id: _outcome(r, current.out / r.id) for r in results}
+    return RunResult(current.pipeline.path.resolve(), current.out, current.lock_path.resolve(),
+                     outcomes)
+
+
+def status(pipeline: str | Path | Any, steps: list[str] | None = None) -> dict[str, Any]:
+    """Per step: cached, stale or pending, and why (changes nothing)."""
+    current = session(pipeline)
+    _check_steps(current.pipeline, steps)
+    return current.status(steps)
+
+
+def _check_steps(pipeline: Any, steps: list[str] | None) -> None:
+    from qntz.pipeline import did_you_mean
+
+    for sid in steps or []:
+        if sid not in pipeline.steps:
+            raise PipelineError(f"no step '{sid}'{did_you_mean(sid, list(pipeline.steps))}",
+                                where=str(pipeline.path),
+                                hint="steps: " + ", ".join(pipeline.steps))
+
+
+def _outcome(result: Any, folder: Path) -> StepOutcome:
+    artifact = result.artifact
+    files = {name: folder / name for name in artifact.files()} if artifact else {}
+    error = result.error or (QntzError(result.reason) if result.state == "failed" else None)
+    return StepOutcome(result.id, result.kind, result.state, result.seconds, result.reason,
+                       artifact.key if artifact else None, files, result.summary, error)
