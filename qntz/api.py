@@ -36,7 +36,7 @@ class StepOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.state in ("ran", "cached")
+        return self.state in ("ran", "cached", "pulled")
 
     def as_dict(self) -> dict[str, Any]:
         """What `qntz run --json` prints for the step."""
@@ -56,6 +56,7 @@ class RunResult:
     out: Path
     lock: Path
     steps: dict[str, StepOutcome]
+    warnings: list[str] = field(default_factory=list)  # e.g. an unreachable remote cache
 
     @property
     def ok(self) -> bool:
@@ -81,29 +82,96 @@ def load_pipeline(path: str | Path) -> Any:
     return load(path)
 
 
-def session(pipeline: Any) -> Any:
-    """The pipeline's session in its project (cache and outputs under the project root)."""
+def session(pipeline: Any, remote: bool = True) -> Any:
+    """The pipeline's session in its project (cache and outputs under the project root,
+    the remote cache its config names unless `remote` is False)."""
+    from qntz.remote import RemoteLink, configured_remote
     from qntz.runner import Session
     from qntz.workspace import Workspace
 
     if not hasattr(pipeline, "steps"):
         pipeline = load_pipeline(pipeline)
-    return Session(pipeline, Workspace.of(pipeline.path.parent))
+    workspace = Workspace.of(pipeline.path.parent)
+    url = configured_remote(workspace.root) if remote else None
+    return Session(pipeline, workspace, RemoteLink(url))
 
 
 def run(pipeline: str | Path | Any, steps: list[str] | None = None, jobs: int = 1,
-        force: bool = False, keep_going: bool = False, reporter: Any = None) -> RunResult:
-    """Run what is stale (with `steps`: those and what they need) and lay out the outputs."""
+        force: bool = False, keep_going: bool = False, reporter: Any = None,
+        remote: bool = True) -> RunResult:
+    """Run what is stale (with `steps`: those and what they need) and lay out the outputs.
+    A step missing locally is pulled from the remote cache when it has it; what is built is
+    pushed there."""
     from qntz.progress import SilentReporter
 
     if jobs < 1:
         raise PipelineError("jobs must be at least 1", hint="e.g. jobs=2 (--jobs 2)")
-    current = session(pipeline)
+    current = session(pipeline, remote)
     _check_steps(current.pipeline, steps)
     results = current.run(reporter or SilentReporter(), steps, force, jobs, keep_going)
     outcomes = {r.id: _outcome(r, current.out / r.id) for r in results}
     return RunResult(current.pipeline.path.resolve(), current.out, current.lock_path.resolve(),
-                     outcomes)
+                     outcomes, current.remote.warnings)
+
+
+def push(pipeline: str | Path | Any) -> dict[str, str]:
+    """Upload every step the lock file records and the local cache holds; per step what
+    happened (pushed, already there, not in the local cache)."""
+    from qntz.remote import Remote
+
+    current = session(pipeline)
+    remote = _remote(current)
+    done: dict[str, str] = {}
+    for sid, step in current.read_lock()["steps"].items():
+        artifact, _ = current.cache.lookup(sid, step["key"], strict=True)
+        if artifact is None:
+            done[sid] = "not in the local cache"
+        else:
+            done[sid] = "pushed" if _guarded(Remote.push, remote, artifact) else "already there"
+    return done
+
+
+def pull(pipeline: str | Path | Any, steps: list[str] | None = None) -> dict[str, str]:
+    """Download the entries the lock file records (or those of `steps`) that the local cache
+    lacks, each checked against its digests."""
+    current = session(pipeline)
+    _check_steps(current.pipeline, steps)
+    remote = _remote(current)
+    done: dict[str, str] = {}
+    for sid, step in current.read_lock()["steps"].items():
+        if steps and sid not in steps:
+            continue
+        if current.cache.lookup(sid, step["key"])[0] is not None:
+            done[sid] = "already here"
+            continue
+        with current.cache.locked(step["key"]):
+            pulled = _guarded(remote.pull, current.cache, sid, step["key"])
+        done[sid] = "pulled" if pulled else "not on the remote"
+    current.digests.save()
+    return done
+
+
+def _remote(current: Any) -> Any:
+    from qntz.remote import Remote, RemoteUnavailable
+
+    if current.remote.url is None:
+        raise PipelineError("no remote cache is configured", where=str(current.pipeline.path),
+                            hint="set QNTZ_REMOTE or `remote: URL` in .qntz/config.yaml "
+                            "under the project root")
+    try:
+        return Remote(current.remote.url)
+    except RemoteUnavailable as exc:
+        raise QntzError(str(exc), hint="check the URL and that fsspec's backend for it is "
+                        "installed") from exc
+
+
+def _guarded(function: Any, *args: Any) -> Any:
+    from qntz.remote import RemoteUnavailable
+
+    try:
+        return function(*args)
+    except RemoteUnavailable as exc:
+        raise QntzError(str(exc), hint="check the remote's address and credentials") from exc
 
 
 def status(pipeline: str | Path | Any, steps: list[str] | None = None) -> dict[str, Any]:
@@ -111,6 +179,13 @@ def status(pipeline: str | Path | Any, steps: list[str] | None = None) -> dict[s
     current = session(pipeline)
     _check_steps(current.pipeline, steps)
     return current.status(steps)
+
+
+def remote_has(pipeline: str | Path | Any, states: dict[str, Any]) -> dict[str, bool]:
+    """For each planned step with a known key: whether the remote cache holds its entry."""
+    current = session(pipeline)
+    remote = _remote(current)
+    return {sid: _guarded(remote.has, s.key) for sid, s in states.items() if s.key}
 
 
 def _check_steps(pipeline: Any, steps: list[str] | None) -> None:

@@ -225,11 +225,11 @@ def _read_manifest(path: Path, key: str) -> tuple[dict[str, Any] | None, str | N
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError):
         return None, "unreadable (manifest is not JSON)"
-    problem = _manifest_problem(manifest, key)
+    problem = manifest_problem(manifest, key)
     return (None, f"malformed ({problem})") if problem else (manifest, None)
 
 
-def _manifest_problem(manifest: Any, key: str) -> str | None:
+def manifest_problem(manifest: Any, key: str) -> str | None:
     if not isinstance(manifest, dict):
         return "manifest is not an object"
     files, volatile = manifest.get("files"), manifest.get("volatile", [])

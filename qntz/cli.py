@@ -53,10 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run the selected steps")
     run.add_argument("--jobs", "-j", type=int, default=1, help="independent steps in parallel")
     run.add_argument("--keep-going", action="store_true", help="run other branches after a failure")
+    run.add_argument("--no-remote", action="store_true", help="leave the remote cache alone")
     status = sub.add_parser("status", parents=with_json,
                             help="what is cached, what is stale and why")
     status.add_argument("file")
     status.add_argument("--step", action="append", metavar="ID")
+    status.add_argument("--remote", action="store_true", help="also say what the remote has")
+    push = sub.add_parser("push", parents=plain, help="upload the lock file's entries")
+    push.add_argument("file")
+    pull = sub.add_parser("pull", parents=plain, help="download the lock file's entries")
+    pull.add_argument("file")
+    pull.add_argument("--step", action="append", metavar="ID")
     validate = sub.add_parser("validate", parents=with_json,
                               help="check a pipeline file without running it")
     validate.add_argument("file")
@@ -144,7 +151,8 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
     pipeline = api.load_pipeline(args.file)
     reporter = None if args.json else ConsoleReporter(console)
     try:
-        result = api.run(pipeline, args.step, args.jobs, args.force, args.keep_going, reporter)
+        result = api.run(pipeline, args.step, args.jobs, args.force, args.keep_going, reporter,
+                         remote=not args.no_remote)
     finally:
         if reporter is not None:
             reporter.close()
@@ -168,6 +176,8 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
     console.print(f"{plural(len(steps), 'step')}: {summary} in "
                   f"{time.perf_counter() - start:.2f}s → {_relative(result.out)}/")
     errors = consoles()[1]
+    for warning in result.warnings:
+        errors.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     for s in failed:
         if s.state == "failed" and s.error is not None:
             report_error(errors, s.error, args.verbose)
@@ -189,14 +199,35 @@ def cmd_status(args: argparse.Namespace, console: Any) -> int:
     from qntz import api
 
     states = api.status(args.file, args.step)
+    remote = api.remote_has(args.file, states) if args.remote else {}
     if args.json:
-        print(json.dumps({"pipeline": args.file, "steps": [s.as_dict() for s in states.values()]},
-                         indent=1))
+        print(json.dumps({"pipeline": args.file, "steps": [
+            {**s.as_dict(), **({"remote": remote.get(s.id)} if args.remote else {})}
+            for s in states.values()]}, indent=1))
         return EXIT_OK
     for state in states.values():
+        where = {True: "  [dim](on the remote)[/]", False: "  [dim](not on the remote)[/]"}.get(
+            remote.get(state.id), "")
         console.print(f"{MARKS[state.state]}  [bold]{escape(state.id)}[/] "
-                      f"[dim]({state.kind})[/]  {escape(state.reason)}")
+                      f"[dim]({state.kind})[/]  {escape(state.reason)}{where}")
     return EXIT_OK
+
+
+def cmd_push(args: argparse.Namespace, console: Any) -> int:
+    from qntz import api
+
+    for sid, what in api.push(args.file).items():
+        console.print(f"{escape(sid)}: {what}")
+    return EXIT_OK
+
+
+def cmd_pull(args: argparse.Namespace, console: Any) -> int:
+    from qntz import api
+
+    done = api.pull(args.file, args.step)
+    for sid, what in done.items():
+        console.print(f"{escape(sid)}: {what}")
+    return EXIT_FAILED if "not on the remote" in done.values() else EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace, console: Any) -> int:
@@ -287,7 +318,8 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
 
 
 COMMANDS = {"run": cmd_run, "status": cmd_status, "validate": cmd_validate, "dag": cmd_dag,
-            "steps": cmd_steps, "schema": cmd_schema, "cache": cmd_cache}
+            "steps": cmd_steps, "schema": cmd_schema, "cache": cmd_cache, "push": cmd_push,
+            "pull": cmd_pull}
 
 
 def entry() -> None:

@@ -12,7 +12,7 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from qntz.runner import StepResult
 from qntz.wording import plural
 
-ICON = {"ran": "[green]✓[/]", "cached": "[dim]•[/]", "failed": "[red]✗[/]",
+ICON = {"ran": "[green]✓[/]", "cached": "[dim]•[/]", "pulled": "[cyan]↓[/]", "failed": "[red]✗[/]",
         "skipped": "[yellow]-[/]"}
 
 

@@ -26,6 +26,7 @@ from qntz.hashing import FileDigests
 from qntz.lockfile import lock_path, merge_lock, read_lock, step_entry
 from qntz.pipeline import Pipeline, provided_by
 from qntz.plan import StepState, key_record, plan, record_key
+from qntz.remote import RemoteLink
 from qntz.steps import KINDS, StepContext
 from qntz.workspace import Workspace, inside, lay_out, same_file
 
@@ -43,7 +44,7 @@ class Reporter(Protocol):
 class StepResult:
     id: str
     kind: str
-    state: str  # cached | ran | failed | skipped
+    state: str  # cached | pulled (from the remote cache) | ran | failed | skipped
     seconds: float = 0.0
     reason: str = ""
     error: QntzError | None = None
@@ -59,6 +60,7 @@ class StepResult:
 class Session:
     pipeline: Pipeline
     workspace: Workspace
+    remote: RemoteLink = field(default_factory=lambda: RemoteLink(None))
     digests: FileDigests = field(init=False)
     cache: Cache = field(init=False)
     _model: Any = field(default=None, init=False)
@@ -196,7 +198,13 @@ class Session:
                                       artifact=artifact)
                 if problem:
                     self.cache.remove(key)
-                return self._execute(sid, key, record, inputs, reporter)
+                if not forced and (pulled := self.remote.pull(self.cache, sid, key)):
+                    return StepResult(sid, self.pipeline.steps[sid].kind, "pulled",
+                                      artifact=pulled)
+                result = self._execute(sid, key, record, inputs, reporter)
+                if result.artifact is not None:
+                    self.remote.push(result.artifact)
+                return result
         except OSError as exc:
             error = self._world_error(sid, exc)
             if error is None:
