@@ -13,8 +13,6 @@ import numpy as np
 from qntz.errors import PipelineError, first_line
 from qntz.steps.base import StepContext
 
-MAX_SENSITIVITY_NODES = 48
-
 
 def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
     import onnx
@@ -36,7 +34,9 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
         try:
             recipe = choose_recipe(onnx.load(str(prepared)), params)
         except ValueError as exc:
-            raise PipelineError(str(exc), where=ctx.where, hint="use recipe: static") from exc
+            hint = "use recipe: dynamic" if "dynamic" in str(exc).split(":")[0] or \
+                "only dynamically" in str(exc) else "use recipe: static"
+            raise PipelineError(str(exc), where=ctx.where, hint=hint) from exc
         fusion, fused = prepare_dynamic(ctx, prepared, feeds, work) if recipe.mode == \
             "dynamic" else (None, None)
         done = None
@@ -50,10 +50,13 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
         recipe, build, quantized, coverage, accuracy = done or _quantize(ctx, prepared, feeds,
                                                                          work)
         kept: list[str] = []
+        tradeoff: list[dict] = []
         if params["max_drop"] is not None and accuracy[params["metric"]]["drop"] > params[
                 "max_drop"]:
-            kept, quantized, coverage, accuracy = meet_budget(ctx, build, prepared, feeds,
-                                                              coverage["intended"], accuracy)
+            kept, quantized, coverage, accuracy, tradeoff = meet_budget(
+                ctx, build, prepared, quantized, feeds, coverage["intended"])
+        elif params["max_drop"] is None:
+            check_agreement(ctx, accuracy)
         shutil.copyfile(quantized, ctx.out / "model.onnx")
         if (work / "calibration.json").is_file():  # tensor ranges, in a stable order
             ranges = json.loads((work / "calibration.json").read_text())
@@ -62,8 +65,26 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
             "fusion": fusion,
             "calibration": {"data": params["data"] or "generated", "batches": len(feeds),
                             "method": params["method"] if recipe.mode == "static" else None},
-            "coverage": {k: v for k, v in coverage.items() if k != "intended"},
-            "accuracy": accuracy, "kept_float_for_budget": kept, **describe(ctx.out / "model.onnx")}
+            "coverage": {k: v for k, v in coverage.items() if k not in ("intended", "bias")},
+            "bias_correction": coverage.get("bias"), "accuracy": accuracy,
+            "kept_float_for_budget": kept, "budget_search": tradeoff,
+            **({"volatile": ["budget_latency.json"]} if tradeoff else {}),
+            **describe(ctx.out / "model.onnx")}
+
+
+def check_agreement(ctx: StepContext, accuracy: dict[str, Any]) -> None:
+    """Without a budget, INT8 must agree with the float model on the calibration data at
+    least as well as `min_top1` and `min_cosine` ask (documented in the README)."""
+    top1, cosine = accuracy["top1"]["agreement"], accuracy["cosine"]["mean"]
+    low_top1 = ctx.params["min_top1"] is not None and top1 < ctx.params["min_top1"]
+    low_cosine = ctx.params["min_cosine"] is not None and cosine < ctx.params["min_cosine"]
+    if low_top1 or low_cosine:
+        raise ctx.fail(f"INT8 agrees too little with the float model on the calibration "
+                       f"data: top-1 {top1:.1%} (min_top1 {ctx.params['min_top1']}), mean "
+                       f"cosine {cosine:.4f} (min_cosine {ctx.params['min_cosine']})",
+                       hint="set an accuracy budget (e.g. max_drop: 0.01, metric: top1) to "
+                       "keep the sensitive nodes float, add calibration data, or lower "
+                       "min_top1 / min_cosine if this accuracy is acceptable")
 
 
 def _quantize(ctx: StepContext, prepared: Path, feeds: list, work: Path) -> tuple:
@@ -134,7 +155,12 @@ def _builder(ctx: StepContext, prepared: Path, recipe: Any, feeds: list, work: P
         except PrecisionMismatch as exc:
             raise ctx.fail(f"asked for int8, got another precision: {exc}",
                            hint="check op_types / nodes / exclude settings") from exc
-        return target, {**coverage, "intended": wanted}
+        bias = None
+        if variant.mode == "static" and variant.quantize_bias and ctx.params["bias_correction"]:
+            from qntz.bias_correction import correct_biases
+
+            bias = correct_biases(target, prepared, feeds)
+        return target, {**coverage, "intended": wanted, "bias": bias}
 
     return build
 
@@ -149,10 +175,13 @@ def outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
 def measure(reference: Path, candidate: Path, feeds: list[dict[str, np.ndarray]],
             expected: list[np.ndarray] | None = None) -> dict[str, Any]:
     """Agreement of the first output with the float model: cosine per row and top-1."""
+    want = expected if expected is not None else outputs(reference, feeds)
+    return measure_outputs(outputs(candidate, feeds), want)
+
+
+def measure_outputs(got: list[np.ndarray], want: list[np.ndarray]) -> dict[str, Any]:
     from qntz.metrics import row_cosines
 
-    want = expected if expected is not None else outputs(reference, feeds)
-    got = outputs(candidate, feeds)
     cosines, agree, total = [], 0, 0
     for g, w in zip(got, want):
         cosines.extend(row_cosines(g, w))
@@ -164,26 +193,15 @@ def measure(reference: Path, candidate: Path, feeds: list[dict[str, np.ndarray]]
             "top1": {"agreement": agree / total, "drop": 1 - agree / total}}
 
 
-def meet_budget(ctx: StepContext, build: Callable, prepared: Path, feeds: list,
-                intended: list[str], accuracy: dict[str, Any]) -> tuple:
-    """Keep the most sensitive nodes (measured one by one) in float until within budget."""
-    metric, budget = ctx.params["metric"], ctx.params["max_drop"]
-    expected = outputs(prepared, feeds)
-    base = accuracy[metric]["drop"]
-    gains = []
-    for index, node in enumerate(intended[:MAX_SENSITIVITY_NODES]):
-        ctx.report(f"sensitivity {index + 1}/{min(len(intended), MAX_SENSITIVITY_NODES)}")
-        path, _ = build([node])
-        gains.append((base - measure(prepared, path, feeds, expected)[metric]["drop"], node))
-    ranked = [node for gain, node in sorted(gains, reverse=True) if gain > 0]
-    kept: list[str] = []
-    result = accuracy
-    for node in ranked:
-        kept.append(node)
-        path, coverage = build(kept)
-        result = measure(prepared, path, feeds, expected)
-        if result[metric]["drop"] <= budget:
-            return kept, path, coverage, result
-    raise ctx.fail(f"INT8 cannot meet max_drop {budget} in {metric}: {base:.4g} with everything "
-                   f"quantized, {result[metric]['drop']:.4g} with {len(kept)} nodes in float",
-                   hint="raise max_drop, add calibration data, or try another method")
+def meet_budget(ctx: StepContext, build: Callable, prepared: Path, quantized: Path,
+                feeds: list, intended: list[str]) -> tuple:
+    """Keep the fewest most sensitive nodes in float that meet the budget; the latency of
+    each point explored goes to the volatile `budget_latency.json`."""
+    from qntz.budget import search
+
+    kept, path, coverage, result, explored, latencies = search(
+        ctx, build, prepared, quantized, feeds, intended)
+    (ctx.out / "budget_latency.json").write_text(json.dumps(
+        [{"float_nodes": p["float_nodes"], "latency_ms": ms}
+         for p, ms in zip(explored, latencies)], indent=1))
+    return kept, path, coverage, result, explored

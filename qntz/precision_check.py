@@ -12,6 +12,19 @@ class PrecisionMismatch(Exception):
     """The written model is not what was asked for; the message says what is off."""
 
 
+# Every integer op ONNX Runtime's quantization tools write, with the float op it replaces:
+# dynamic (IntegerOps), QOperator (QLinear*), and the fusions ORT applies to them.
+INTEGER_OPS = {
+    "MatMulInteger": "MatMul", "DynamicQuantizeMatMul": "MatMul",
+    "MatMulIntegerToFloat": "MatMul", "QLinearMatMul": "MatMul", "QGemm": "Gemm",
+    "ConvInteger": "Conv", "QLinearConv": "Conv", "DynamicQuantizeLSTM": "LSTM",
+    "QAttention": "Attention", "QEmbedLayerNormalization": "EmbedLayerNormalization",
+}
+# Ops whose Q/DQ form ONNX Runtime runs with integer kernels on CPU; others fed by
+# DequantizeLinear (an LSTM, say) compute in float on dequantized values.
+QDQ_INTEGER = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
 def check_int8(model: Any, mode: str, intended: list[str]) -> dict[str, Any]:
     """Every intended node must now compute in int8; returns coverage for the summary."""
     if mode == "dynamic":
@@ -25,29 +38,38 @@ def check_int8(model: Any, mode: str, intended: list[str]) -> dict[str, Any]:
             continue
         fed_by_dq = [producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
                      for i in node.input[:2]]
-        (quantized if fed_by_dq and all(fed_by_dq) else missed).append(name)
+        integer = fed_by_dq and all(fed_by_dq) and node.op_type in QDQ_INTEGER
+        (quantized if integer else missed).append(name)
     counts = Counter(n.op_type for n in model.graph.node)
     if not quantized:
         raise PrecisionMismatch(
             f"no node was quantized ({counts['QuantizeLinear']} QuantizeLinear, "
-            f"{counts['DequantizeLinear']} DequantizeLinear nodes; {len(intended)} intended)")
+            f"{counts['DequantizeLinear']} DequantizeLinear nodes; {len(intended)} intended"
+            f"{_float_kinds(by_name, missed)})")
     return {"quantized_nodes": len(quantized), "float_nodes": missed,
             "qdq_pairs": counts["QuantizeLinear"]}
 
 
+def _float_kinds(by_name: dict[str, Any], names: list[str]) -> str:
+    kinds = sorted({by_name[n].op_type for n in names if n in by_name} - set(QDQ_INTEGER))
+    return f"; {', '.join(kinds)} fed by DequantizeLinear still compute in float" if kinds \
+        else ""
+
+
 def _check_dynamic(model: Any, intended: list[str]) -> dict[str, Any]:
-    counts = Counter(n.op_type for n in model.graph.node)
-    integer_ops = sum(counts[op] for op in ("MatMulInteger", "ConvInteger",
-                                             "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
-                                             "QAttention"))
-    names = {n.name for n in model.graph.node
-             if n.op_type in ("MatMul", "Gemm", "Conv", "Attention")}
-    still_float = [n for n in intended if n in names]
-    if integer_ops == 0:
-        raise PrecisionMismatch(f"no integer MatMul/Conv was written ({len(intended)} intended)")
+    """A node is quantized when a float node of that name is gone and an integer op stands
+    in its place (ORT names it `<name>_quant`, or fuses it under a new name)."""
+    written = Counter(n.op_type for n in model.graph.node if n.op_type in INTEGER_OPS)
+    float_names = {n.name for n in model.graph.node if n.op_type not in INTEGER_OPS}
+    still_float = [n for n in intended if n in float_names]
+    if not written:
+        raise PrecisionMismatch(f"no integer op was written ({len(intended)} intended; "
+                                f"looked for {', '.join(sorted(INTEGER_OPS))})")
     if intended and len(still_float) == len(intended):
         raise PrecisionMismatch(f"all {len(intended)} intended nodes are still float")
-    return {"quantized_nodes": integer_ops, "float_nodes": still_float}
+    return {"quantized_nodes": len(intended) - len(still_float) if intended
+            else sum(written.values()),
+            "float_nodes": still_float, "integer_ops": dict(sorted(written.items()))}
 
 
 def check_half(model: Any, precision: str, keep_io_types: bool) -> dict[str, Any]:

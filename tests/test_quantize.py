@@ -87,8 +87,9 @@ def test_changing_calibration_reruns_quantize_only(ws):
             (ws.root / "pipeline.yaml").write_text(text)
         states = {s["id"]: s for s in json.loads(
             ws.qntz("status", "pipeline.yaml", "--json").out)["steps"]}
-        stale = {sid for sid, s in states.items() if s["state"] == "stale"}
+        stale = {sid for sid, s in states.items() if s["state"] != "cached"}
         assert stale == {"int8", "compare"}, (change, states)
+        assert states["int8"]["state"] == "stale" and states["compare"]["state"] == "pending"
         result = run_ok(ws)
         assert {ln.split()[1] for ln in result.out.splitlines() if ln.startswith("✓")} == {
             "int8", "compare"}, change
@@ -136,6 +137,11 @@ def test_accuracy_budget_keeps_sensitive_nodes_float(ws):
     assert within["kept_float_for_budget"], within
     assert within["accuracy"]["cosine"]["drop"] <= drop / 3 * 1.001
     assert within["coverage"]["quantized_nodes"] >= 1
+    explored = within["budget_search"]
+    assert explored and {"float_nodes", "top1", "cosine", "drop"} <= set(explored[0])
+    chosen = len(within["kept_float_for_budget"])
+    assert any(p["float_nodes"] == chosen and p["drop"] <= drop / 3 * 1.001 for p in explored)
+    assert all(p["drop"] > drop / 3 for p in explored if p["float_nodes"] < chosen)
 
 
 def test_impossible_budget_says_so(ws):
@@ -234,4 +240,62 @@ def test_dynamic_quantizes_gemm_linear_layers(ws):
     assert {"Gemm", "MatMul"} <= exported
     kinds = ops(ws, "int8")
     assert "Gemm" not in kinds and "MatMulInteger" in kinds
-    assert summary(ws, "int8")["coverage"] == {"quantized_nodes": 2, "float_nodes": []}
+    assert summary(ws, "int8")["coverage"] == {"quantized_nodes": 2, "float_nodes": [],
+                                               "integer_ops": {"MatMulInteger": 2}}
+
+
+RECURRENT = """
+capture: {uses: trace}
+onnx: {}
+int8: {uses: quantize, STEP}
+"""
+
+
+def recurrent_pipeline(ws, factory: str, step: str):
+    ws.pipeline(pipeline_text(f"models.recurrent:{factory}", RECURRENT.replace("STEP", step),
+                              shape="[batch, 16, 32]", dynamic="{batch: [1, 2, 4]}"))
+
+
+def test_lstm_op_types_quantize_every_lstm_and_count_them(ws):
+    """Two LSTM layers become two DynamicQuantizeLSTM nodes, and the check counts both."""
+    recurrent_pipeline(ws, "SmallLSTM", "op_types: [LSTM]")
+    run_ok(ws)
+    coverage = summary(ws, "int8")["coverage"]
+    assert coverage["quantized_nodes"] == 2 and coverage["float_nodes"] == []
+    assert coverage["integer_ops"] == {"DynamicQuantizeLSTM": 2}
+    assert "LSTM" not in ops(ws, "int8")
+
+
+def test_auto_recipe_quantizes_lstm_dynamically(ws):
+    recurrent_pipeline(ws, "SmallLSTM", "min_cosine: 0.99")
+    run_ok(ws)
+    int8 = summary(ws, "int8")
+    assert int8["recipe"]["mode"] == "dynamic" and "recurrent" in int8["recipe"]["why"]
+    assert int8["coverage"]["integer_ops"] == {"DynamicQuantizeLSTM": 2, "MatMulInteger": 1}
+
+
+def test_gru_says_why_it_stays_float(ws):
+    recurrent_pipeline(ws, "SmallGRU", "recipe: dynamic")
+    run_ok(ws)
+    int8 = summary(ws, "int8")
+    assert "GRU stay float: ONNX Runtime has no int8 GRU kernel" in int8["recipe"]["why"]
+    assert "GRU" in ops(ws, "int8")
+
+
+def test_static_lstm_is_refused_with_the_fix(ws):
+    recurrent_pipeline(ws, "SmallLSTM", "recipe: static, op_types: [LSTM]")
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 2, result.out + result.err
+    assert "quantizes LSTM only dynamically" in result.err and "recipe: dynamic" in result.err
+
+
+def test_low_calibration_agreement_fails_with_the_numbers_and_the_fix(ws):
+    cnn_pipeline(ws, """
+    capture: {uses: trace}
+    onnx: {}
+    int8: {uses: quantize, data: calib, per_channel: false, min_cosine: 0.999999}
+    """)
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 1, result.out + result.err
+    assert "INT8 agrees too little with the float model on the calibration data" in result.err
+    assert "min_cosine 0.999999" in result.err and "max_drop" in result.err

@@ -19,7 +19,7 @@ NAMES = {"type": ["array", "null"], "items": {"type": "string"}, "default": None
 
 class Quantize(Step):
     kind = "quantize"
-    version = 2
+    version = 3
     help = "INT8 (calibrated Q/DQ, or dynamic) or FP16 ONNX for ONNX Runtime and TensorRT"
     params = {
         "precision": {"enum": ["int8", "fp16", "bf16"], "default": "int8",
@@ -51,6 +51,15 @@ class Quantize(Step):
                      "description": "accuracy budget in `metric`; sensitive nodes stay float"},
         "metric": {"enum": ["cosine", "top1"], "default": "cosine",
                    "description": "cosine: 1 - mean cosine; top1: 1 - arg-max agreement"},
+        "min_top1": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "default": 0.85,
+                     "description": "without max_drop: fail when top-1 agreement with the "
+                     "float model on the calibration data is lower (null: no check)"},
+        "min_cosine": {"type": ["number", "null"], "minimum": -1, "maximum": 1,
+                       "default": 0.98, "description": "without max_drop: fail when the mean "
+                       "cosine on the calibration data is lower (null: no check)"},
+        "bias_correction": {"type": "boolean", "default": True,
+                            "description": "static int8: take each quantized Conv/Gemm's "
+                            "mean output shift from weight rounding off its bias"},
     }
     libraries = ("onnx", "onnxruntime", "numpy", "protobuf", "ml_dtypes",
                  "onnxscript", "onnx_ir")  # onnxscript rewrites the fusions
