@@ -29,7 +29,19 @@ def _vs_source(c: dict[str, Any]) -> str:
 
 
 def _decider(o: dict[str, Any]) -> str:
+    if "decided_by" in o:
+        return o["decided_by"]
     return "allclose" if o["metric"] == "allclose" else f"{o['metric']} ≥ {o['threshold']:g}"
+
+
+def _default_rule(tol: dict[str, Any]) -> str:
+    if tol.get("metric", "allclose") != "auto":
+        return f"{tol.get('metric', 'allclose')}, atol {_num(tol['atol'], 'g')}, " \
+               f"rtol {_num(tol['rtol'], 'g')}"
+    return (f"auto (per input: allclose at atol {_num(tol['atol'] or 1e-4, 'g')}, rtol "
+            f"{_num(tol['rtol'] or 1e-3, 'g')}; or both near zero; or max abs ≤ "
+            f"{_num(tol['scale'], 'g')} × the reference's RMS; or as close to eager in "
+            "float64 as float32 eager is)")
 
 
 def markdown(report: dict[str, Any], name: str) -> str:
@@ -40,7 +52,7 @@ def markdown(report: dict[str, Any], name: str) -> str:
         "",
         f"**{'PASSED' if report['passed'] else 'FAILED'}** — reference: `{ref['id']}` "
         f"({ref['runs']}), latency median / p90 {_latency(ref['latency_ms'])} ms.",
-        f"Default tolerance: atol {tol['atol']:g}, rtol {tol['rtol']:g}; "
+        f"Default rule: {_default_rule(tol)}; "
         f"{len(report['samples'])} inputs: {', '.join(report['samples'])}.",
         "",
         "| candidate | artifact | status | max abs | max rel | cosine (min) | top-1 | "

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qntz.errors import PipelineError
-from qntz.inputs import InputSpec, generate, opt_sizes
+from qntz.inputs import InputSpec, generate_feed, opt_sizes
 from qntz.model_source import display_path, source_digests, split_factory
 from qntz.yamlfile import is_folder, is_regular_file
 
@@ -121,7 +121,7 @@ def _source(pipeline: Pipeline, spec: dict[str, Any], count: int) -> Iterable[Fe
     if kind == "generate":
         rng = np.random.default_rng(2000)
         sizes = opt_sizes(inputs)
-        return ({n: generate(s, sizes, rng) for n, s in inputs.items()} for _ in range(count))
+        return (generate_feed(inputs, sizes, rng) for _ in range(count))
     if kind == "callable":
         from qntz.model_source import import_factory
         function = import_factory(spec["function"], pipeline.root, str(pipeline.path))

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from qntz.cache import Artifact
-from qntz.inputs import evaluation_samples, generate, opt_sizes
+from qntz.inputs import evaluation_samples, generate_feed, opt_sizes
 from qntz.metrics import OutputStats, latency_ms
 from qntz.runners import NotRunnable, Runner, artifact_kind, onnx_runner, runner_for, torch_runner
 from qntz.steps.base import StepContext
@@ -22,16 +22,18 @@ def evaluate(ctx: StepContext) -> dict[str, Any]:
     reference, ref_label = _reference(ctx)
     ctx.report(f"reference {ref_label} on {len(samples)} inputs")
     expected = [reference(feed) for _, feed in samples]
+    exact = _float64_reference(ctx) if params["reference"] is None else None
     timing_feed = _timing_feed(ctx)
     ref_latency = _time(reference, timing_feed, params)
-    names = next((list(a.summary["outputs"]) for a in ctx.inputs.values()
-                  if "onnx" in a.provides and a.summary.get("outputs")), [])
+    names = getattr(reference, "names", None) or next(
+        (list(a.summary["outputs"]) for a in ctx.inputs.values()
+         if "onnx" in a.provides and a.summary.get("outputs")), [])
     candidates = []
     for step_id, artifact in ctx.inputs.items():
         if step_id == ref_id or artifact_kind(artifact) is None:
             continue
         ctx.report(f"candidate {step_id}")
-        row = _candidate(ctx, artifact, samples, expected, timing_feed, names)
+        row = _candidate(ctx, artifact, samples, expected, timing_feed, names, exact)
         if row.get("latency_ms") and ref_latency:
             row["speedup"] = ref_latency["median"] / row["latency_ms"]["median"]
         candidates.append(row)
@@ -39,7 +41,7 @@ def evaluate(ctx: StepContext) -> dict[str, Any]:
     return {"reference": {"id": ref_id, "runs": ref_label,
                           "latency_ms": ref_latency},
             "samples": [label for label, _ in samples],
-            "tolerance": {"atol": params["atol"], "rtol": params["rtol"]},
+            "tolerance": {k: params[k] for k in ("metric", "atol", "rtol", "scale")},
             "candidates": candidates,
             "passed": all(c["status"] in ("pass", "not run") for c in candidates)}
 
@@ -77,15 +79,14 @@ def _samples(ctx: StepContext) -> Samples:
         full = {**opt_sizes(inputs), **sizes}
         label = ",".join(f"{d}={v}" for d, v in full.items())
         for draw in range(params["samples"]):
-            out.append((f"{label} random#{draw}",
-                        {n: generate(s, full, rng) for n, s in inputs.items()}))
+            out.append((f"{label} random#{draw}", generate_feed(inputs, full, rng)))
     return out
 
 
 def _timing_feed(ctx: StepContext) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(ctx.params["seed"] + 1)
     sizes = opt_sizes(ctx.pipeline.inputs)
-    return {n: generate(s, sizes, rng) for n, s in ctx.pipeline.inputs.items()}
+    return generate_feed(ctx.pipeline.inputs, sizes, rng)
 
 
 def _reference(ctx: StepContext) -> tuple[Runner, str]:
@@ -100,6 +101,38 @@ def _reference(ctx: StepContext) -> tuple[Runner, str]:
     return torch_runner(ctx.live_model(), ctx.pipeline.inputs), "PyTorch eager"
 
 
+def _float64_reference(ctx: StepContext) -> Any:
+    """The eager model in float64, run (once per input, when a rule asks) to tell the
+    float32 reference's own rounding error; None when the reference is not a torch model."""
+    load = ctx.inputs[_load_id(ctx)]
+    if "onnx" in load.provides:
+        return None
+    memo: dict[int, list[np.ndarray] | None] = {}
+    model: list[Any] = []
+
+    def exact(feed: dict[str, np.ndarray], index: int) -> np.ndarray | None:
+        if id(feed) not in memo:
+            memo[id(feed)] = _run_float64(ctx, model, feed)
+        outputs = memo[id(feed)]
+        return outputs[index] if outputs is not None and index < len(outputs) else None
+
+    return exact
+
+
+def _run_float64(ctx: StepContext, model: list[Any], feed: dict[str, np.ndarray]
+                 ) -> list[np.ndarray] | None:
+    import copy
+
+    try:
+        if not model:
+            model.append(copy.deepcopy(ctx.live_model()).double())
+        wide = {n: a.astype(np.float64) if np.issubdtype(a.dtype, np.floating) else a
+                for n, a in feed.items()}
+        return torch_runner(model[0], ctx.pipeline.inputs)(wide)
+    except Exception:  # a model that cannot run in float64 just lacks this rule
+        return None
+
+
 def _time(runner: Runner, feed: dict[str, np.ndarray], params: dict[str, Any]) -> Any:
     if not params["iterations"]:
         return None
@@ -109,15 +142,20 @@ def _time(runner: Runner, feed: dict[str, np.ndarray], params: dict[str, Any]) -
 def _tolerance(ctx: StepContext, step_id: str, output: str) -> dict[str, Any]:
     """Settings for one output of one candidate: step-wide, then per candidate, per output."""
     params = ctx.params
-    tol = {k: params[k] for k in ("atol", "rtol", "metric", "threshold")}
-    tol.update(params["tolerances"].get(step_id, {}))
-    tol.update(params["outputs"].get(output, {}))
+    tol = {k: params[k] for k in ("atol", "rtol", "metric", "threshold", "scale")}
+    for override in (params["tolerances"].get(step_id, {}), params["outputs"].get(output, {})):
+        if "metric" not in override and ({"atol", "rtol"} & set(override)) \
+                and tol["metric"] == "auto":
+            tol["metric"] = "allclose"  # a tolerance written out is the bar
+        tol.update(override)
+    if tol["metric"] == "auto" and (params["atol"] is not None or params["rtol"] is not None):
+        tol["metric"] = "allclose"
     return tol
 
 
 def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
                expected: list[list[np.ndarray]], timing_feed: dict[str, np.ndarray],
-               default_names: list[str]) -> dict[str, Any]:
+               default_names: list[str], exact: Any = None) -> dict[str, Any]:
     step_id, kind = artifact.step_id, artifact_kind(artifact)
     row: dict[str, Any] = {"id": step_id, "artifact": kind}
     try:
@@ -140,8 +178,9 @@ def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
         if not stats:
             names = names if len(names) == len(want) else [f"output_{i}" for i in range(len(want))]
             stats = [OutputStats(n, **_tolerance(ctx, step_id, n)) for n in names]
-        for stat, g, w in zip(stats, got, want):
-            stat.add(label, np.asarray(g), np.asarray(w))
+        for index, (stat, g, w) in enumerate(zip(stats, got, want)):
+            truth = (lambda i=index, f=feed: exact(f, i)) if exact else None
+            stat.add(label, np.asarray(g), np.asarray(w), truth)
     row["outputs"] = [s.as_dict() for s in stats]
     row["max_abs"] = max((s.max_abs for s in stats), default=0.0)
     row["cosine_min"] = min((s.cosine_min for s in stats), default=1.0)

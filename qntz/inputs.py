@@ -22,7 +22,8 @@ class InputSpec:
     shape: tuple[int | str, ...]
     dtype: str
     dims: dict[str, tuple[int, int, int]]  # every named dim of this input: (min, opt, max)
-    range: tuple[float, float]
+    range: tuple[float, float]  # integers: both ends included
+    role: str | None = None  # mask: padded rows (trailing zeros); tokens: pad ids there
 
     def concrete(self, sizes: dict[str, int]) -> tuple[int, ...]:
         return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
@@ -64,10 +65,19 @@ def _parse_one(name: str, spec: dict[str, Any], ranges: dict[str, tuple[int, int
             dims[dim] = ranges[dim]
     _check_elements(name, spec["shape"], dims, where)
     dtype = spec.get("dtype", "float32")
-    default_range = (0.0, 1.0) if dtype.startswith(("float", "bfloat")) else (0, 10)
+    default_range = (0.0, 1.0) if dtype.startswith(("float", "bfloat")) else (0, 9)
     low, high = spec.get("range", default_range)
-    _check_range(name, dtype, low, high, where)
-    return InputSpec(name, tuple(spec["shape"]), dtype, dims, (low, high))
+    _check_range(name, dtype, low, high, where, bool(spec.get("constant")))
+    role = spec.get("role") or _inferred_role(name, dtype, (low, high))
+    return InputSpec(name, tuple(spec["shape"]), dtype, dims, (low, high), role)
+
+
+def _inferred_role(name: str, dtype: str, bounds: tuple[float, float]) -> str | None:
+    """A 0/1 integer (or bool) input named like a mask is a padding mask."""
+    masky = name == "mask" or name.endswith("_mask")
+    binary = dtype == "bool" or (not dtype.startswith(("float", "bfloat"))
+                                 and tuple(bounds) == (0, 1))
+    return "mask" if masky and binary else None
 
 
 def _check_elements(name: str, shape: list[int | str], dims: dict[str, tuple[int, int, int]],
@@ -83,15 +93,22 @@ def _check_elements(name: str, shape: list[int | str], dims: dict[str, tuple[int
 
 
 def _check_range(name: str, dtype: str, low: float, high: float,
-                 where: Callable[..., str]) -> None:
-    """Generated data draws from [low, high): it must be a non-empty span numpy can sample."""
+                 where: Callable[..., str], constant: bool = False) -> None:
+    """Generated data draws from [low, high) for floats and from low to high, both included,
+    for integers: a span that holds more than one value and that numpy can sample."""
     at = where("inputs", name, "range")
-    if not low < high:
-        raise PipelineError(f"input '{name}': range [{low}, {high}] is empty", where=at,
-                            hint="write [low, high]")
     if dtype == "bool":
         return
-    if dtype.startswith(("float", "bfloat")):
+    floating = dtype.startswith(("float", "bfloat"))
+    if floating and not low < high:
+        raise PipelineError(f"input '{name}': range [{low}, {high}] is empty", where=at,
+                            hint="write [low, high]")
+    if not floating and not (low < high or (constant and low == high)):
+        what = "is empty" if low > high else f"generates only the value {low}"
+        raise PipelineError(f"input '{name}': range [{low}, {high}] {what}", where=at,
+                            hint="integer ranges include both ends: write [low, high] with "
+                            "low < high, e.g. [0, 1] for a mask (or add `constant: true`)")
+    if floating:
         try:
             span = float(high) - float(low)
         except OverflowError:  # an int beyond float range
@@ -101,11 +118,11 @@ def _check_range(name: str, dtype: str, low: float, high: float,
                                 hint="keep high - low within float64")
         return
     limits = np.iinfo(dtype)
-    if not limits.min <= int(low) < int(high) <= limits.max + 1:
+    if not limits.min <= int(low) <= int(high) <= limits.max:
         raise PipelineError(
-            f"input '{name}': range [{low}, {high}] holds no {dtype} value or goes beyond "
-            f"[{limits.min}, {limits.max + 1}]", where=at,
-            hint=f"write integer bounds with low < high within {dtype}")
+            f"input '{name}': range [{low}, {high}] goes beyond {dtype} "
+            f"[{limits.min}, {limits.max}]", where=at,
+            hint=f"write integer bounds with low < high within {dtype} (both ends included)")
 
 
 def all_dims(inputs: dict[str, InputSpec]) -> dict[str, tuple[int, int, int]]:
@@ -118,8 +135,13 @@ def opt_sizes(inputs: dict[str, InputSpec]) -> dict[str, int]:
 
 def generate(spec: InputSpec, sizes: dict[str, int], rng: np.random.Generator,
              fill: str = "random") -> np.ndarray:
-    """Sample data for one input. `fill` is random, low or high (the range's ends)."""
+    """Sample data for one input. `fill` is random, low or high (the range's ends).
+
+    A mask is padded instead: random fill gives rows of varied lengths (the first full,
+    the others with trailing zeros), low the shortest rows (one position), high full ones."""
     shape = spec.concrete(sizes)
+    if spec.role == "mask":
+        return _mask(spec, shape, rng, fill)
     low, high = spec.range
     np_dtype = np.float32 if spec.dtype == "bfloat16" else np.dtype(spec.dtype)
     if spec.dtype == "bool":
@@ -128,18 +150,48 @@ def generate(spec: InputSpec, sizes: dict[str, int], rng: np.random.Generator,
     if fill != "random":
         value = low if fill == "low" else high
         if not np.issubdtype(np_dtype, np.floating):
-            value = int(low) if fill == "low" else int(high) - 1
+            value = int(value)
         return np.full(shape, value, dtype=np_dtype)
     if np.issubdtype(np_dtype, np.floating):
         return rng.uniform(low, high, size=shape).astype(np_dtype)
-    return rng.integers(int(low), int(high), size=shape).astype(np_dtype)
+    return rng.integers(int(low), int(high), size=shape, endpoint=True).astype(np_dtype)
+
+
+def _mask(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator,
+          fill: str) -> np.ndarray:
+    """Ones then zeros along the last axis, a length per row (every axis before the last)."""
+    np_dtype = np.dtype("float32" if spec.dtype == "bfloat16" else spec.dtype)
+    if not shape:
+        return np.ones(shape, np_dtype)
+    rows, length = shape[:-1], shape[-1]
+    if fill == "random":
+        lengths = rng.integers(1, length, size=rows, endpoint=True)
+        lengths.reshape(-1)[:1] = length  # one full row: the unpadded path is covered too
+    else:
+        lengths = np.full(rows, 1 if fill == "low" else length)
+    positions = np.arange(length)
+    return (positions < lengths[..., None]).astype(np_dtype)
+
+
+def generate_feed(inputs: dict[str, InputSpec], sizes: dict[str, int],
+                  rng: np.random.Generator, fill: str = "random") -> dict[str, np.ndarray]:
+    """One sample of every input; token ids where a mask of their shape pads hold `low`."""
+    feed = {n: generate(s, sizes, rng, fill) for n, s in inputs.items()}
+    masks = [feed[n] for n, s in inputs.items() if s.role == "mask"]
+    for name, spec in inputs.items():
+        if spec.role == "tokens":
+            mask = next((m for m in masks if m.shape == feed[name].shape), None)
+            if mask is not None:
+                feed[name] = np.where(mask != 0, feed[name], int(spec.range[0])
+                                      ).astype(feed[name].dtype)
+    return feed
 
 
 def capture_example(inputs: dict[str, InputSpec]) -> dict[str, np.ndarray]:
     """The example a model is captured with: opt sizes, seeded values."""
     rng = np.random.default_rng(CAPTURE_SEED)
     sizes = opt_sizes(inputs)
-    return {name: generate(spec, sizes, rng) for name, spec in inputs.items()}
+    return generate_feed(inputs, sizes, rng)
 
 
 def size_variants(inputs: dict[str, InputSpec]) -> list[dict[str, int]]:
@@ -175,10 +227,8 @@ def evaluation_samples(inputs: dict[str, InputSpec], samples: int,
     for index, sizes in enumerate(size_variants(inputs)):
         label = ",".join(f"{d}={v}" for d, v in sizes.items()) or "static"
         for draw in range(samples):
-            out.append((f"{label} random#{draw}",
-                        {n: generate(s, sizes, rng) for n, s in inputs.items()}))
+            out.append((f"{label} random#{draw}", generate_feed(inputs, sizes, rng)))
         if index == 0:
             for fill in ("low", "high"):
-                out.append((f"{label} {fill}",
-                            {n: generate(s, sizes, rng, fill) for n, s in inputs.items()}))
+                out.append((f"{label} {fill}", generate_feed(inputs, sizes, rng, fill)))
     return out

@@ -9,18 +9,29 @@ from typing import Any
 
 import numpy as np
 
+ATOL, RTOL = 1e-4, 1e-3  # the allclose bar of `metric: auto`
+SCALE = 1e-3  # auto: max abs error as a fraction of the reference's RMS, per input
+TINY = float(np.finfo(np.float32).tiny)  # below float32's normal range: zero for our purpose
+
 
 @dataclass
 class OutputStats:
-    """One output of one candidate, over every sample. Truthy only when it passes."""
+    """One output of one candidate, over every sample. Truthy only when it passes.
+
+    `metric: auto` judges each input by the first rule that holds: allclose at atol/rtol,
+    both sides (near) zero, or a max abs error within `scale` of the reference's RMS on
+    that input; the rules that decided are recorded. A wrong conversion is off by a
+    fraction of the signal itself, far beyond all three."""
 
     name: str
-    atol: float
-    rtol: float
-    metric: str = "allclose"  # what decides pass: allclose | top1 | cosine
+    atol: float | None
+    rtol: float | None
+    metric: str = "auto"  # what decides pass: auto | allclose | top1 | cosine
     threshold: float = 0.99  # for top1 and cosine
+    scale: float = SCALE  # for auto
     max_abs: float = 0.0
     max_rel: float = 0.0
+    max_scaled: float = 0.0  # max abs error over the reference's RMS, worst input
     cosine_min: float = 1.0
     cosine_sum: float = 0.0
     samples: int = 0
@@ -29,7 +40,12 @@ class OutputStats:
     problem: str | None = None
     rows: int = 0
     agree: int = 0
+    rules: dict[str, int] = field(default_factory=dict)  # auto: inputs each rule passed
     _worst_excess: float = field(default=-np.inf, repr=False)
+
+    def __post_init__(self) -> None:
+        self.atol = ATOL if self.atol is None else self.atol
+        self.rtol = RTOL if self.rtol is None else self.rtol
 
     def __bool__(self) -> bool:
         if self.problem is not None:
@@ -39,6 +55,20 @@ class OutputStats:
         if self.metric == "cosine":
             return self.cosine_mean is not None and self.cosine_mean >= self.threshold
         return self.failures == 0
+
+    @property
+    def decided_by(self) -> str:
+        """The rule that decided, in words."""
+        if self.metric in ("top1", "cosine"):
+            return f"{self.metric} ≥ {self.threshold:g}"
+        if self.metric == "allclose":
+            return f"allclose (atol {self.atol:g}, rtol {self.rtol:g})"
+        words = {"allclose": f"allclose (atol {self.atol:g}, rtol {self.rtol:g})",
+                 "zero": "both (near) zero",
+                 "scale": f"max abs ≤ {self.scale:g} × reference RMS",
+                 "float64": "as close to eager in float64 as eager float32 (within 3×)"}
+        used = [f"{words[r]} on {n}" for r, n in self.rules.items()]
+        return "auto: " + ("; ".join(used) if used else "no input passed")
 
     def verdict(self) -> str:
         """Why it failed, in numbers."""
@@ -51,10 +81,16 @@ class OutputStats:
             return f"top-1 agreement {top1} < {self.threshold:.2%} ({numbers})"
         if self.metric == "cosine":
             return f"mean cosine {self.cosine_mean:.4f} < {self.threshold} ({numbers})"
-        return (f"{numbers} (atol {self.atol:g}, rtol {self.rtol:g}), worst on "
+        bar = f"atol {self.atol:g}, rtol {self.rtol:g}"
+        if self.metric == "auto":
+            bar += f", nor within {self.scale:g} × reference RMS (worst {self.max_scaled:.3g})"
+        return (f"{numbers} ({bar}), worst on "
                 f"'{self.worst_sample}', {self.failures}/{self.samples} inputs outside")
 
-    def add(self, label: str, got: np.ndarray, want: np.ndarray) -> None:
+    def add(self, label: str, got: np.ndarray, want: np.ndarray,
+            exact: Callable[[], np.ndarray | None] | None = None) -> None:
+        """One input's outputs; `exact` gives the reference computed in float64, asked
+        for only when the other rules fail."""
         self.samples += 1
         if got.shape != want.shape:
             self.failures += 1
@@ -78,11 +114,43 @@ class OutputStats:
             self.rows += int(np.prod(got.shape[:-1]))
         excess = float(np.nanmax(diff - (self.atol + self.rtol * np.abs(want64)))) \
             if got.size else -1.0
-        if np.isnan(diff).any() or excess > 0:
+        rule = self._rule(diff, got64, want64, excess)
+        if rule is None and self.metric == "auto" and exact is not None:
+            rule = self._as_exact_as_reference(got64, want64, exact())
+        if rule is None:
             self.failures += 1
+        else:
+            self.rules[rule] = self.rules.get(rule, 0) + 1
         if np.isnan(excess) or excess > self._worst_excess:
             self._worst_excess = excess
             self.worst_sample = label
+
+    def _rule(self, diff: np.ndarray, got: np.ndarray, want: np.ndarray,
+              excess: float) -> str | None:
+        """The rule under which this input passes, or None."""
+        if np.isnan(diff).any():
+            return None
+        if excess <= 0:
+            return "allclose"
+        if self.metric != "auto":
+            return None
+        if np.abs(got).max() < TINY and np.abs(want).max() < TINY:
+            return "zero"
+        rms = float(np.sqrt(np.mean(np.square(want))))
+        scaled = float(diff.max()) / rms if rms >= TINY else np.inf
+        self.max_scaled = max(self.max_scaled, scaled)
+        return "scale" if scaled <= self.scale else None
+
+    def _as_exact_as_reference(self, got: np.ndarray, want: np.ndarray,
+                               truth: np.ndarray | None) -> str | None:
+        """On an ill-conditioned input (a normalization of a constant signal) float32 eager
+        is itself off by more than any bar: the candidate passes when it is no further from
+        the float64 result than eager float32 is. A wrong conversion is, by far."""
+        if truth is None or truth.shape != want.shape or np.isnan(truth).any():
+            return None
+        truth = truth.astype(np.float64)
+        own = float(np.abs(want - truth).max())
+        return "float64" if own > 0 and float(np.abs(got - truth).max()) <= 3 * own else None
 
     @property
     def cosine_mean(self) -> float | None:
@@ -95,9 +163,12 @@ class OutputStats:
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "pass": bool(self), "metric": self.metric,
-            "threshold": self.threshold if self.metric != "allclose" else None,
+            "threshold": self.threshold if self.metric in ("top1", "cosine") else None,
+            "decided_by": self.decided_by,
             "atol": self.atol, "rtol": self.rtol,
+            "scale": self.scale if self.metric == "auto" else None,
             "max_abs": self.max_abs, "max_rel": self.max_rel,
+            "max_scaled": self.max_scaled if self.metric == "auto" else None,
             "cosine_min": self.cosine_min,
             "cosine_mean": self.cosine_mean, "top1": self.top1,
             "samples": self.samples, "failed_samples": self.failures,
@@ -115,9 +186,15 @@ def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Computed on values scaled to at most 1: products of tiny values underflow to zero."""
     a, b = a.ravel(), b.ravel()
     if not a.size:
         return 1.0
+    peak = float(max(np.abs(a).max(), np.abs(b).max()))
+    if peak < TINY:  # both (near) zero: equal, whatever rounding left behind
+        return 1.0
+    if np.isfinite(peak):
+        a, b = a / peak, b / peak
     norm = float(np.linalg.norm(a) * np.linalg.norm(b))
     if norm == 0.0:
         return 1.0 if np.array_equal(a, b) else 0.0

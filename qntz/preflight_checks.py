@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import linecache
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from qntz.errors import first_line
 from qntz.findings import METHODS, Finding, UserCode, definition_line
-from qntz.inputs import InputSpec, capture_example, generate, opt_sizes, size_variants
+from qntz.inputs import InputSpec, capture_example, generate_feed, opt_sizes, size_variants
 
+STATIC = ("data-dependent-control-flow", "tensor-to-python", "python-math", "numpy-round-trip")
+PAST = {"trace": "traced", "script": "scripted", "export": "exported"}
 PYTHON_VALUE = {"__bool__", "item", "tolist", "numpy", "__array__", "__int__", "__float__",
                 "__index__", "__complex__"}
 
@@ -25,8 +29,9 @@ class Checks:
     """Runs the checks on one live model; collects findings and per-method verdicts."""
 
     def __init__(self, model: Any, inputs: dict[str, InputSpec], opset: int,
-                 report: Callable[[str], None], uses: list[str]):
+                 report: Callable[[str], None], uses: list[str], scratch: Path):
         self.model, self.inputs, self.opset, self.report = model, inputs, opset, report
+        self.scratch = scratch  # where the captures are saved and exported, then removed
         self.uses = uses if len(uses) == 1 else []
         self.user = UserCode.of(model)
         self.findings: list[Finding] = []
@@ -34,46 +39,54 @@ class Checks:
         self.details: dict[str, str] = {}
         self.captured: dict[str, Any] = {}
         self.calls: dict[str, tuple[str, int]] = {}
+        self.constant_sites: set[tuple[str, int]] = set()  # Python values of constants
 
     def add(self, rule: str, severity: str, methods: list[str], message: str, fix: str,
             where: tuple[str | None, int | None] = (None, None)) -> None:
         file, line = where if where[0] else definition_line(self.model)
+        inside = self.user.inside((file, line)) if file else None
+        if inside:
+            message = f"{message} (in {inside})"
         finding = Finding(rule, severity, methods, message, fix, file, line)
         if all(f.as_dict() != finding.as_dict() for f in self.findings):
             self.findings.append(finding)
 
     # -- inputs and agreement -------------------------------------------------------------
-    def args(self, feed: dict[str, np.ndarray]) -> tuple[Any, ...]:
+    def args(self, feed: dict[str, np.ndarray], model: Any = None) -> Any:
+        """(args, kwargs) of a call to `model` (default: the eager model), bound by name."""
         from qntz.torchio import to_torch
 
-        return to_torch(feed, self.inputs)
+        return to_torch(feed, self.inputs, self.model if model is None else model)
+
+    def run(self, model: Any, feed: dict[str, np.ndarray]) -> Any:
+        args, kwargs = self.args(feed, model)
+        return model(*args, **kwargs)
 
     def probes(self) -> list[tuple[str, str, dict[str, np.ndarray]]]:
         """(kind, label, feed): other values at the capture sizes, then other sizes."""
         rng = np.random.default_rng(4242)
         opt = opt_sizes(self.inputs)
-        out = [("values", f"{fill} values", {n: generate(s, opt, rng, fill)
-                                             for n, s in self.inputs.items()})
+        out = [("values", f"{fill} values", generate_feed(self.inputs, opt, rng, fill))
                for fill in ("random", "low", "high")]
         for sizes in size_variants(self.inputs):
             if sizes != opt:
                 label = ",".join(f"{d}={v}" for d, v in sizes.items())
-                out.append(("sizes", label, {n: generate(s, sizes, rng)
-                                             for n, s in self.inputs.items()}))
+                out.append(("sizes", label, generate_feed(self.inputs, sizes, rng)))
         return out
 
     def serializable(self, method: str, save: Callable[[Any], None]) -> bool:
-        """The capture step saves what it captured: some captures work and cannot be saved."""
-        import io
+        """The capture step saves what it captured: some captures work and cannot be saved.
 
+        Into a file: TorchScript's `save` takes a file name, and given a buffer writes a file
+        named after it into the current folder."""
         try:
-            save(io.BytesIO())
+            save(str(self.scratch / f"{method}.saved"))
             return True
         except Exception as exc:
             self.add(f"{method}-not-serializable", "error", [method],
-                     f"the {method}d model cannot be saved: {first_line(exc)}",
-                     "replace the construct it names (e.g. a Python autograd.Function) or use "
-                     "another capture method", self.user.in_text(str(exc)))
+                     f"the {PAST[method]} model cannot be saved: {first_line(exc)}",
+                     "replace the construct it names (e.g. a Python autograd.Function){else}",
+                     self.user.in_text(str(exc)))
             return False
 
     def agrees(self, method: str, call: Callable[..., Any]) -> bool:
@@ -84,9 +97,9 @@ class Checks:
 
         for kind, label, feed in self.probes():
             with torch.inference_mode():
-                want = flatten_outputs(self.model(*self.args(feed)))
+                want = flatten_outputs(self.run(self.model, feed))
                 try:
-                    got = flatten_outputs(call(*self.args(feed)))
+                    got = flatten_outputs(self.run(call, feed))
                 except Exception as exc:
                     self._disagreement(method, kind, label, f"fails to run: {first_line(exc)}")
                     return False
@@ -102,12 +115,12 @@ class Checks:
         located = self._event_location(method)
         if kind == "values":
             self.add(f"{method}-data-dependent", "error", [method],
-                     f"the {method}d model {what} on inputs with {label}: it froze a value "
+                     f"the {PAST[method]} model {what} on inputs with {label}: it froze a value "
                      "or a branch of the capture example",
                      FIXES["data-dependent"], located)
         else:
             self.add(f"{method}-frozen-shape", "error", [method],
-                     f"the {method}d model {what} at {label}: a size of the capture example "
+                     f"the {PAST[method]} model {what} at {label}: a size of the capture example "
                      "was frozen into it", FIXES["frozen-shape"], located)
 
     def _event_location(self, method: str) -> tuple[str | None, int | None]:
@@ -115,6 +128,24 @@ class Checks:
             if method in finding.methods and finding.file:
                 return finding.file, finding.line
         return None, None
+
+    def judge(self) -> None:
+        """A static finding that a method's real test contradicts (the captured model agrees
+        with eager on varied inputs) is a warning for that method, saying so."""
+        judged = []
+        for f in self.findings:
+            held = [m for m in f.methods if self.verdicts.get(m) == "ok"]
+            if f.rule not in STATIC or f.severity != "error" or not held:
+                judged.append(f)
+                continue
+            models = " and ".join(f"{PAST[m]}" for m in held)
+            note = (f"; yet the {models} model agrees with eager on varied inputs (other "
+                    "values, the range's ends, other sizes, padded rows), so it is a warning")
+            judged.append(replace(f, severity="warning", methods=held, message=f.message + note))
+            rest = [m for m in f.methods if m not in held]
+            if rest:
+                judged.append(replace(f, methods=rest))
+        self.findings = judged
 
     # -- general rules --------------------------------------------------------------------
     def general(self) -> Any:
@@ -126,17 +157,17 @@ class Checks:
             self.add("multi-device", "error", list(METHODS),
                      f"parameters and buffers live on {len(devices)} devices "
                      f"({', '.join(sorted(devices))})", FIXES["multi-device"])
-        example = self.args(capture_example(self.inputs))
+        example = capture_example(self.inputs)
         try:
             with PythonValues(self) as recorder, torch.inference_mode():
-                output = self.model(*example)
+                output = self.run(self.model, example)
             self.calls = recorder.calls
         except Exception:
             # some higher-order ops (torch.cond, map) refuse a function mode: run it plainly
             self.findings = [f for f in self.findings if f.rule == "multi-device"]
             try:
                 with torch.inference_mode():
-                    output = self.model(*self.args(capture_example(self.inputs)))
+                    output = self.run(self.model, example)
             except Exception as exc:
                 self.add("forward-fails", "error", list(METHODS),
                          f"forward fails on the `inputs` example: {first_line(exc)}",
@@ -178,12 +209,16 @@ class Checks:
 
 
 class PythonValues:
-    """Records, during an eager forward, where the user's code turns tensors into Python."""
+    """Records, during an eager forward, where the user's code turns tensors into Python.
+
+    Data-dependence is judged by data: a value computed only from parameters, buffers and
+    constants (never from an input) is the same on every input, so freezing it is right."""
 
     def __init__(self, checks: Checks):
         self.checks = checks
         self.calls: dict[str, tuple[str, int]] = {}
         self.mode: Any = None
+        self.constants = Constants(checks.model)
 
     def __enter__(self) -> PythonValues:
         from torch.overrides import TorchFunctionMode
@@ -193,12 +228,17 @@ class PythonValues:
         class Mode(TorchFunctionMode):
             def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
                 name = getattr(func, "__name__", "")
+                constant = outer.constants.all_of((args, kwargs))
                 file, line = outer.checks.user.caller()
                 if file is not None and line is not None:
                     outer.calls.setdefault(name, (file, line))
-                    if name in PYTHON_VALUE:
+                    if name in PYTHON_VALUE and not constant:
                         outer.checks.python_value(name, file, line)
-                return func(*args, **(kwargs or {}))
+                    elif name in PYTHON_VALUE:
+                        outer.checks.constant_sites.add((file, line))
+                result = func(*args, **(kwargs or {}))
+                outer.constants.mark(result, constant)
+                return result
 
         self.mode = Mode()
         self.mode.__enter__()
@@ -208,18 +248,69 @@ class PythonValues:
         self.mode.__exit__(*exc)
 
 
+class Constants:
+    """Tensors whose values do not depend on the inputs: the model's parameters, buffers and
+    tensor attributes, and what torch computes from them alone."""
+
+    def __init__(self, model: Any):
+        import torch
+
+        self.known: dict[int, Any] = {}
+        for module in model.modules():
+            tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False),
+                       *(v for v in vars(module).values() if isinstance(v, torch.Tensor))]
+            self.mark(tensors)
+
+    def _tensors(self, value: Any) -> list[Any]:
+        import torch
+
+        return [t for t in torch.utils._pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
+
+    def mark(self, value: Any, constant: bool = True) -> None:
+        """Record the tensors of `value` as constants, or (an in-place write of data into a
+        constant) as constants no more."""
+        import weakref
+
+        for tensor in self._tensors(value):
+            if constant:
+                self.known[id(tensor)] = weakref.ref(tensor)
+            else:
+                self.known.pop(id(tensor), None)
+
+    def all_of(self, value: Any) -> bool:
+        """Every tensor in `value` is a constant (true when there is none: a new tensor)."""
+        for tensor in self._tensors(value):
+            ref = self.known.get(id(tensor))
+            if ref is None or ref() is not tensor:
+                return False
+        return True
+
+
+ELSE = "{else}"  # where a fix offers the capture methods that work: filled in at the end
+
+
+def other_methods(fix: str, methods: list[str], verdicts: dict[str, str]) -> str:
+    """Fill a fix's `{else}` with the capture methods that work and that the finding does
+    not concern: never a method that fails, never the method itself."""
+    working = [m for m in ("export", "trace", "script")
+               if verdicts.get(m) in ("ok", "risky") and m not in methods]
+    clause = ", or capture with " + " or ".join(f"`uses: {m}`" for m in working) \
+        if working else ""
+    return fix.replace(ELSE, clause)
+
+
 FIXES = {
     "multi-device": "move the whole model to one device (model.to(device)) before capturing",
     "numpy": "replace the NumPy/OpenCV call with torch ops (torch.sin, torch.clamp, "
              "torch.nn.functional.interpolate, ...) so it stays in the graph",
-    "control-flow": "compute both sides and pick with torch.where(cond, a, b), use torch.cond "
-                    "for real branches, or capture with `uses: script`",
-    "math": "use the torch function (torch.sqrt, torch.exp, ...) on the tensor",
-    "item": "keep the value a tensor (drop .item()/float()/int() and use it in torch ops), "
-            "or capture with `uses: script`",
-    "data-dependent": "replace the Python branch or value with torch.where / torch.cond, or "
-                      "capture with `uses: script`",
+    "control-flow": "compute both sides and pick with torch.where(cond, a, b), or use "
+                    "torch.cond for real branches{else}",
+    "math": "use the torch function (torch.sqrt, torch.exp, ...) on the tensor{else}",
+    "item": "keep the value a tensor (drop .item()/float()/int() and use it in torch "
+            "ops){else}",
+    "data-dependent": "replace the Python branch or value with torch.where / "
+                      "torch.cond{else}",
     "frozen-shape": "derive sizes in torch (x.shape used directly, reshape(x.shape[0], -1), "
-                    "flatten) instead of int(...) or Python arithmetic, or use `uses: export`",
+                    "flatten) instead of int(...) or Python arithmetic{else}",
 }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 from typing import Any
 
@@ -19,25 +18,27 @@ SCRIPT_FIXES = [
      "use torch ops instead of NumPy or Python builtins"),
     (("not supported", "NotSupported", "Unsupported", "cannot"),
      "rewrite the construct in TorchScript's subset of Python (no generators, lambdas, "
-     "*args/**kwargs), or capture with `uses: trace` / `uses: export`"),
+     "*args/**kwargs){else}"),
 ]
 
 
 def try_trace(checks: Checks) -> None:
     import torch
 
+    from qntz.torchio import trace
+
     example = checks.args(capture_example(checks.inputs))
     with recorded_warnings() as caught, torch.no_grad():
         try:
-            traced = torch.jit.trace(checks.model, example, check_trace=False)
+            traced = trace(checks.model, example, check_trace=False)
         except Exception as exc:
             checks.add("trace-fails", "error", ["trace"], f"tracing fails: {first_line(exc)}",
-                       "capture with `uses: script` or `uses: export`",
-                       checks.user.in_traceback(exc))
+                       _trace_fix(str(exc)), checks.user.in_traceback(exc))
             checks.verdicts["trace"] = "fails"
             return
     for w in caught:
-        if "TracerWarning" in type(w.message).__name__ and checks.user.owns(w.filename):
+        if "TracerWarning" in type(w.message).__name__ and checks.user.owns(w.filename) \
+                and (w.filename, w.lineno) not in checks.constant_sites:
             said = str(w.message).splitlines()[0].split(". ")[0]
             checks.add("trace-python-value", "warning", ["trace"],
                        f"the tracer records a constant: {said}",
@@ -48,6 +49,13 @@ def try_trace(checks: Checks) -> None:
     checks.verdicts["trace"] = "ok" if works else "fails"
 
 
+def _trace_fix(text: str) -> str:
+    if "dict at the output" in text or "strict" in text:
+        return ("trace with `strict: false` (`capture: {uses: trace, strict: false}`: the "
+                "output's structure must not change with the inputs){else}")
+    return "fix the line it names{else}"
+
+
 def _device_constants(checks: Checks, traced: Any) -> None:
     for node in traced.inlined_graph.nodes():
         if node.kind() == "prim::Constant" and node.output().type().kind() == "DeviceObjType":
@@ -56,7 +64,7 @@ def _device_constants(checks: Checks, traced: Any) -> None:
                 checks.add("trace-device-constant", "warning", ["trace"],
                            f"the device '{node.output().toIValue()}' is frozen into the traced "
                            "graph", "create tensors with device=x.device (and dtype=x.dtype) "
-                           "from an input; or capture with `uses: export`", where)
+                           "from an input{else}", where)
 
 
 def try_script(checks: Checks) -> None:
@@ -83,11 +91,12 @@ def try_export(checks: Checks) -> None:
 
     from qntz.torchio import dynamic_shapes
 
-    example = checks.args(capture_example(checks.inputs))
+    args, kwargs = checks.args(capture_example(checks.inputs))
     with quiet(stderr=True):
         try:
-            program = torch.export.export(checks.model, example,
-                                          dynamic_shapes=dynamic_shapes(checks.inputs),
+            program = torch.export.export(checks.model, args, kwargs,
+                                          dynamic_shapes=dynamic_shapes(checks.inputs,
+                                                                        checks.model),
                                           strict=False)
         except Exception as exc:
             _export_finding(checks, exc)
@@ -110,7 +119,7 @@ def _export_finding(checks: Checks, exc: BaseException) -> None:
         dims = ", ".join(sorted(set(re.findall(r"Dim\('?(\w+)", text)))) or "a dynamic dim"
         message = f"torch.export specialized {dims} to the capture example's size"
     else:
-        rule, fix = "export-unsupported", "rewrite that construct, or capture with `uses: script`"
+        rule, fix = "export-unsupported", "rewrite that construct{else}"
         message = f"torch.export fails: {first_line(exc)}"
     checks.add(rule, "error", ["export"], f"{message} ({name})", fix, where)
 
@@ -123,7 +132,10 @@ def _call_site(checks: Checks, op: str) -> tuple[str | None, int | None]:
 
 
 def try_onnx(checks: Checks) -> None:
-    """Export the first working capture at the pipeline's opset, as the onnx step would."""
+    """Export the first working capture at the pipeline's opset, as the onnx step would.
+
+    Into a file: given a buffer, the dynamo exporter still writes a file named after the
+    buffer in the current folder."""
     import torch
 
     order = [*checks.uses, "export", "trace", "script"]  # as the pipeline would export
@@ -131,14 +143,15 @@ def try_onnx(checks: Checks) -> None:
     if method is None:
         return
     model = checks.captured[method]
-    example = checks.args(capture_example(checks.inputs))
-    sink = io.BytesIO()
+    sink = checks.scratch / "preflight.onnx"
     try:
         from qntz.steps.onnx_export import EXPORTER_LOGGERS
+        from qntz.torchio import export_call
 
+        args, kwargs, names = export_call(capture_example(checks.inputs), checks.inputs, model)
         with quiet(*EXPORTER_LOGGERS, stderr=True):
-            torch.onnx.export(model, example, sink, opset_version=checks.opset,
-                              dynamo=method == "export")
+            torch.onnx.export(model, args, str(sink), kwargs=kwargs, input_names=names,
+                              opset_version=checks.opset, dynamo=method == "export")
         checks.verdicts["onnx"] = "ok"
     except Exception as exc:
         text = str(exc)

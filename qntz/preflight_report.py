@@ -20,7 +20,7 @@ def markdown(report: dict[str, Any], name: str) -> str:
         *[f"| {m} | {MARK[v]} |" for m, v in report["verdicts"].items()],
         "",
         f"{report['counts']['error']} error(s), {report['counts']['warning']} warning(s); "
-        f"ONNX checked at opset {report['opset']}; checked in {report.get('seconds', 0):.1f} s.",
+        f"ONNX checked at opset {report['opset']}.",
     ]
     if report["findings"]:
         lines += ["", "## Findings", "", "| rule | severity | methods | where | what | fix |",

@@ -22,16 +22,27 @@ def artifact_kind(artifact: Artifact) -> str | None:
     return next((k for k in RUNNABLE if k in artifact.provides), None)
 
 
-def torch_runner(module: Any, inputs: dict[str, InputSpec]) -> Runner:
-    import torch
+class TorchRunner:
+    """Runs a torch module with the inputs bound to its forward by name; `names` are the
+    names of its outputs (dict keys), known after the first call."""
 
-    from qntz.torchio import flatten_outputs, to_torch
+    def __init__(self, module: Any, inputs: dict[str, InputSpec]):
+        self.module, self.inputs, self.names = module, inputs, []
 
-    def call(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def __call__(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        from qntz.torchio import flatten_outputs, output_names, to_torch
+
+        args, kwargs = to_torch(feed, self.inputs, self.module)
         with torch.inference_mode():
-            return flatten_outputs(module(*to_torch(feed, inputs)))
+            result = self.module(*args, **kwargs)
+        self.names = self.names or output_names(result)
+        return flatten_outputs(result)
 
-    return call
+
+def torch_runner(module: Any, inputs: dict[str, InputSpec]) -> TorchRunner:
+    return TorchRunner(module, inputs)
 
 
 def onnx_runner(path: Any) -> tuple[Runner, list[str]]:
@@ -49,12 +60,13 @@ def runner_for(artifact: Artifact, inputs: dict[str, InputSpec]) -> tuple[Runner
     if kind == "torchscript":
         import torch
 
-        return torch_runner(torch.jit.load(str(artifact.file("model.pt"))).eval(), inputs), []
+        module = torch.jit.load(str(artifact.file("model.pt"))).eval()
+        return torch_runner(module, inputs), artifact.summary.get("output_names") or []
     if kind == "exported_program":
         import torch
 
         program = torch.export.load(str(artifact.file("model.pt2")))
-        return torch_runner(program.module(), inputs), []
+        return torch_runner(program.module(), inputs), artifact.summary.get("output_names") or []
     if kind == "engine":
         from qntz.engine_runner import engine_runner
 

@@ -36,7 +36,15 @@ INPUT_SCHEMA: dict[str, Any] = {
                                      "minItems": 3, "maxItems": 3},
         },
         "range": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
-                  "description": "value range for generated data"},
+                  "description": "value range for generated data (integers: both ends "
+                                 "included)"},
+        "constant": {"type": "boolean", "default": False,
+                     "description": "an integer range of one value ([0, 0]) is meant"},
+        "role": {"enum": ["mask", "tokens"],
+                 "description": "mask: generated rows are padded (ones then zeros, varied "
+                                "lengths); tokens: ids at padded positions are the range's "
+                                "low end. Inferred as mask for 0/1 integer inputs named "
+                                "mask or *_mask"},
     },
 }
 

@@ -62,7 +62,7 @@ def test_export_with_dict_outputs_and_tolerance_per_output(ws):
     assert result.code == 0, result.err
     rows = {c["id"]: c for c in report(ws)["candidates"]}
     onnx_outputs = {o["name"]: o for o in rows["onnx"]["outputs"]}
-    assert set(onnx_outputs) == {"output_0", "output_1"}
+    assert set(onnx_outputs) == {"logits", "score"}  # the dict's keys, carried through ONNX
     assert rows["onnx"]["status"] == "pass"
     assert {s.split()[0] for s in report(ws)["samples"]} == {"batch=1", "batch=3"}
 
@@ -120,3 +120,50 @@ def test_latency_lives_in_a_volatile_file(ws):
     assert "speedup" in timing["candidates"]["onnx"]
     lock = json.loads(next(ws.root.glob("**/*lock.json")).read_text())
     assert set(lock["steps"]["compare"]["outputs"]) == {"report.json"}  # the lasting ones
+
+
+def test_subnormal_outputs_compare_equal_and_say_why(ws):
+    ws.pipeline(pipeline_text("models.clean:Subnormal", """
+    capture: {uses: export}
+    onnx: {opset: 18}
+    compare: {needs: [capture, onnx], iterations: 0, metric: cosine, threshold: 0.99}
+    auto: {uses: compare, needs: [onnx], iterations: 0}
+    """, shape="[batch, 32]"))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.err
+    row = report(ws)["candidates"][1]["outputs"][0]
+    assert row["cosine_min"] > 0.99  # cosine computed without underflow
+    auto = json.loads((ws.root / "out" / "t" / "auto" / "report.json").read_text())
+    assert auto["candidates"][0]["outputs"][0]["decided_by"].startswith("auto: ")
+
+
+def test_scale_rule_passes_float_noise_and_fails_wrong_values():
+    import numpy as np
+
+    from qntz.metrics import OutputStats
+
+    rng = np.random.default_rng(0)
+    want = rng.normal(0, 50.0, size=(2, 1000))  # large values, many near zero: rtol misses
+    noise = want + rng.normal(0, 50.0 * 2e-5, size=want.shape)
+    stat = OutputStats("y", None, None)
+    stat.add("noise", noise, want)
+    assert stat and "reference RMS" in stat.decided_by
+    strict = OutputStats("y", None, None, metric="allclose")
+    strict.add("noise", noise, want)
+    assert not strict  # a bar written out is kept
+    wrong = OutputStats("y", None, None)
+    wrong.add("wrong", want * 1.01, want)
+    assert not wrong and "nor within" in wrong.verdict()
+
+
+def test_flushed_subnormals_are_zero_on_both_sides():
+    """MobileViT's first output is ~1e-42; a runtime that flushes subnormals returns 0."""
+    import numpy as np
+
+    from qntz.metrics import OutputStats
+
+    want = np.full((2, 8), 1e-42, np.float32)
+    for metric in ("cosine", "auto"):
+        stat = OutputStats("tiny", None, None, metric=metric)
+        stat.add("flushed", np.zeros_like(want), want)
+        assert stat and stat.cosine_min == 1.0, stat.verdict()

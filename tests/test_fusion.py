@@ -14,7 +14,7 @@ model: {{factory: models.encoders:MaskedEncoder, kwargs: {{bias: {bias}, pool: {
 inputs:
   tokens: {{shape: [batch, seq], dtype: int64, dynamic: {{batch: [1, 2, 4], seq: [4, 16, 32]}},
            range: [0, 100]}}
-  mask: {{shape: [batch, seq], dtype: int64, range: [1, 2]}}
+  mask: {{shape: [batch, seq], dtype: int64, range: [1, 1], constant: true}}
 data:
   padded: {{from: callable, function: models.encoders:padded}}
 steps:
@@ -87,8 +87,8 @@ def test_an_input_that_only_looks_like_a_mask_is_not_broken(ws):
     inputs:
       tokens: {shape: [batch, seq], dtype: int64, dynamic: {batch: [1, 2, 4], seq: [4, 16, 32]},
                range: [0, 100]}
-      mask: {shape: [batch, seq], dtype: int64, range: [1, 2]}
-      types: {shape: [batch, seq], dtype: int64, range: [0, 1]}
+      mask: {shape: [batch, seq], dtype: int64, range: [1, 1], constant: true}
+      types: {shape: [batch, seq], dtype: int64, range: [0, 0], constant: true}
     data:
       typed: {from: callable, function: models.encoders:typed}
     steps:

@@ -28,7 +28,7 @@ def _method(kind: str) -> dict[str, Any]:
 class Capture(Step):
     """trace, script and export share `method: auto`: capture as preflight recommends."""
 
-    libraries = ("torch",)
+    libraries = ("torch", "numpy")
     consumes_model = True
 
     @classmethod
@@ -67,7 +67,7 @@ class Capture(Step):
 
 class Auto(Capture):
     kind = "auto"
-    version = 1
+    version = 3  # inputs bound to forward by name; output names recorded
     help = "capture with the method preflight recommends (trace, script or export)"
     params = {"method": {"enum": ["auto"], "default": "auto"}}
     provides = ("torchscript", "exported_program")
@@ -75,7 +75,7 @@ class Auto(Capture):
 
 class Trace(Capture):
     kind = "trace"
-    version = 1
+    version = 3  # inputs bound to forward by name; output names recorded
     help = "torch.jit.trace at the inputs' opt sizes; saves TorchScript model.pt"
     params = {
         **_method("trace"),
@@ -92,26 +92,25 @@ def _trace(ctx: StepContext) -> dict[str, Any]:
 
     from qntz.inputs import capture_example
     from qntz.quiet import recorded_warnings
-    from qntz.torchio import to_torch
+    from qntz.torchio import to_torch, trace
 
     model = ctx.live_model()
-    args = to_torch(capture_example(ctx.pipeline.inputs), ctx.pipeline.inputs)
+    call = to_torch(capture_example(ctx.pipeline.inputs), ctx.pipeline.inputs, model)
     with recorded_warnings() as caught, torch.no_grad():
         try:
-            traced = torch.jit.trace(model, args,
-                                     check_trace=ctx.params.get("check_trace", True),
-                                     strict=ctx.params.get("strict", True))
+            traced = trace(model, call, check_trace=ctx.params.get("check_trace", True),
+                           strict=ctx.params.get("strict", True))
         except Exception as exc:
             raise ctx.fail(f"cannot trace the model: {first_line(exc)}",
                            hint="fix that line, or capture with `uses: script` or "
                            "`uses: export`") from exc
-    _save(ctx, "traced", lambda: traced.save(str(ctx.out / "model.pt")))
-    return {"warnings": _user_warnings(caught)}
+    _save(ctx, "traced", lambda f: torch.jit.save(traced, f), "model.pt")
+    return {"warnings": _user_warnings(caught), "output_names": _output_names(ctx)}
 
 
 class Script(Capture):
     kind = "script"
-    version = 1
+    version = 3  # inputs bound to forward by name; output names recorded
     help = "torch.jit.script; saves TorchScript model.pt"
     params = _method("script")
     provides = ("torchscript",)
@@ -129,17 +128,27 @@ def _script(ctx: StepContext) -> dict[str, Any]:
             raise ctx.fail(f"cannot script the model: {_script_error(exc)}",
                            hint="add type hints or rewrite that construct, or capture with "
                            "`uses: trace` / `uses: export`") from exc
-    _save(ctx, "scripted", lambda: scripted.save(str(ctx.out / "model.pt")))
-    return {"warnings": _user_warnings(caught)}
+    _save(ctx, "scripted", lambda f: torch.jit.save(scripted, f), "model.pt")
+    return {"warnings": _user_warnings(caught), "output_names": _output_names(ctx)}
 
 
-def _save(ctx: StepContext, what: str, save: Any) -> None:
-    """Some captures succeed and still cannot be serialized (a Python autograd.Function)."""
+def _save(ctx: StepContext, what: str, save: Any, name: str) -> None:
+    """Some captures succeed and still cannot be serialized (a Python autograd.Function).
+
+    torch writes a random id (and TorchScript, paths of the model's code) into the archive:
+    it is rewritten without them. Both happen in memory and Python writes the file, since
+    torch's own file writer aborts the process when the disk fills up."""
+    import io
+
+    from qntz.determinism import rewrite_archive
+
+    saved = io.BytesIO()
     try:
-        save()
+        save(saved)
     except Exception as exc:
         raise ctx.fail(f"the {what} model cannot be saved: {first_line(exc)}",
                        hint="run preflight: another capture method may work") from exc
+    (ctx.out / name).write_bytes(rewrite_archive(saved.getvalue()))
 
 
 def _script_error(exc: BaseException) -> str:
@@ -152,7 +161,7 @@ def _script_error(exc: BaseException) -> str:
 
 class Export(Capture):
     kind = "export"
-    version = 1
+    version = 3  # inputs bound to forward by name; output names recorded
     help = "torch.export with dynamic dims from `inputs`; saves the ExportedProgram model.pt2"
     params = {
         **_method("export"),
@@ -165,23 +174,40 @@ class Export(Capture):
 def _export(ctx: StepContext) -> dict[str, Any]:
     import torch
 
+    from qntz.determinism import portable_program
     from qntz.inputs import capture_example
     from qntz.quiet import recorded_warnings
+    from qntz.scratch import scratch
     from qntz.torchio import dynamic_shapes, to_torch
 
-    inputs = ctx.pipeline.inputs
-    args = to_torch(capture_example(inputs), inputs)
-    with recorded_warnings() as caught:
+    inputs, model = ctx.pipeline.inputs, ctx.live_model()
+    args, kwargs = to_torch(capture_example(inputs), inputs, model)
+    with recorded_warnings() as caught, scratch(ctx, "export-"):  # torch makes cache folders
         try:
-            program = torch.export.export(ctx.live_model(), args,
-                                          dynamic_shapes=dynamic_shapes(inputs),
+            program = torch.export.export(model, args, kwargs,
+                                          dynamic_shapes=dynamic_shapes(inputs, model),
                                           strict=ctx.params.get("strict", False))
         except Exception as exc:
             raise ctx.fail(f"cannot export the model: {first_line(exc)}",
                            hint="rewrite data-dependent control flow with torch.cond / "
                            "torch.where, or capture with `uses: script`") from exc
-    _save(ctx, "exported", lambda: torch.export.save(program, str(ctx.out / "model.pt2")))
-    return {"warnings": _user_warnings(caught)}
+    portable_program(program, ctx.pipeline.root)
+    _save(ctx, "exported", lambda f: torch.export.save(program, f), "model.pt2")
+    return {"warnings": _user_warnings(caught), "output_names": _output_names(ctx)}
+
+
+def _output_names(ctx: StepContext) -> list[str]:
+    """The eager model's output names (dict and ModelOutput keys): a traced model returns
+    a plain tuple, so the names are taken here, for the onnx step and compare."""
+    import torch
+
+    from qntz.inputs import capture_example
+    from qntz.torchio import output_names, to_torch
+
+    model = ctx.live_model()
+    args, kwargs = to_torch(capture_example(ctx.pipeline.inputs), ctx.pipeline.inputs, model)
+    with torch.inference_mode():
+        return output_names(model(*args, **kwargs))
 
 
 CAPTURES = {"trace": _trace, "script": _script, "export": _export}

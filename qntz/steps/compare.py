@@ -14,31 +14,40 @@ if TYPE_CHECKING:
     from qntz.hashing import FileDigests
     from qntz.pipeline import Pipeline, StepSpec
 
-METRIC = {"enum": ["allclose", "top1", "cosine"],
-          "description": "what decides pass: allclose (atol/rtol), top1 agreement or mean "
-          "cosine at least `threshold`"}
+METRIC = {"enum": ["auto", "allclose", "top1", "cosine"],
+          "description": "what decides pass: auto (per input: allclose at 1e-4/1e-3, or both "
+          "sides near zero, or max abs error within `scale` of the reference's RMS), "
+          "allclose (atol/rtol only), top1 agreement or mean cosine at least `threshold`; "
+          "setting atol or rtol means allclose"}
 THRESHOLD = {"type": "number", "minimum": 0, "maximum": 1}
+SCALE = {"type": "number", "minimum": 0, "maximum": 1,
+         "description": "auto: max abs error allowed as a fraction of the reference's RMS"}
 TOLERANCE = {"type": "object", "additionalProperties": False,
              "properties": {"atol": {"type": "number", "minimum": 0},
                             "rtol": {"type": "number", "minimum": 0},
-                            "metric": METRIC, "threshold": THRESHOLD}}
+                            "metric": METRIC, "threshold": THRESHOLD, "scale": SCALE}}
 
 
 class Compare(Step):
     kind = "compare"
-    version = 2  # latencies moved from report.json to latency.json
+    version = 3  # metric auto judges each output by its scale; outputs named by their keys
     help = "run the reference and every candidate on fresh inputs; fail beyond tolerance"
     params = {
         "reference": {"type": ["string", "null"], "default": None,
                       "description": "step whose model is the reference (default: the model)"},
-        "atol": {"type": "number", "minimum": 0, "default": 1e-4},
-        "rtol": {"type": "number", "minimum": 0, "default": 1e-3},
-        "metric": {**METRIC, "default": "allclose"},
+        "atol": {"type": ["number", "null"], "minimum": 0, "default": None,
+                 "description": "absolute tolerance (default 1e-4 under metric auto)"},
+        "rtol": {"type": ["number", "null"], "minimum": 0, "default": None,
+                 "description": "relative tolerance (default 1e-3 under metric auto)"},
+        "metric": {**METRIC, "default": "auto"},
         "threshold": {**THRESHOLD, "default": 0.99},
+        "scale": {**SCALE, "default": 1e-3},
         "tolerances": {"type": "object", "default": {}, "additionalProperties": TOLERANCE,
-                       "description": "per candidate step id: {atol, rtol, metric, threshold}"},
+                       "description": "per candidate step id: {atol, rtol, metric, threshold, "
+                                      "scale}"},
         "outputs": {"type": "object", "default": {}, "additionalProperties": TOLERANCE,
-                    "description": "per output name: {atol, rtol, metric, threshold}"},
+                    "description": "per output name (dict keys, dotted for nested outputs): "
+                                   "{atol, rtol, metric, threshold, scale}"},
         "data": {"type": ["string", "null"], "default": None,
                  "description": "compare on this dataset instead of generated inputs"},
         "samples": {"type": "integer", "minimum": 1, "maximum": MAX_SAMPLES, "default": 2,

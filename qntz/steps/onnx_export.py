@@ -14,24 +14,27 @@ EXPORTER_LOGGERS = ("torch.onnx", "onnxscript")  # progress prints and registry 
 
 class OnnxExport(Step):
     kind = "onnx"
-    version = 1
+    version = 3  # inputs bound by name; output names from the model's dict keys
     help = "export to ONNX; exporter auto = dynamo for an ExportedProgram, torchscript otherwise"
     params = {
         "opset": {"type": "integer", "minimum": 7, "maximum": 23, "default": 17},
         "exporter": {"enum": ["auto", "torchscript", "dynamo"], "default": "auto"},
         "output_names": {"type": ["array", "null"], "items": {"type": "string"}, "default": None,
-                         "description": "default: output, or output_0, output_1, ..."},
+                         "description": "default: the model's output keys (dotted paths for nested "
+                                        "outputs), else output, or output_0, output_1, ..."},
         "dynamic": {"type": "boolean", "default": True,
                     "description": "keep the named dims of `inputs` dynamic"},
     }
-    libraries = ("torch", "onnx", "onnxscript")
+    libraries = ("torch", "numpy", "onnx", "onnxscript", "onnx_ir", "protobuf", "ml_dtypes")
     consumes = ("exported_program", "torchscript", "model")
     provides = ("onnx",)
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         import onnx
 
+        from qntz.determinism import portable_onnx
         from qntz.onnxinfo import describe
+        from qntz.scratch import scratch
 
         source = _pick_source(ctx)
         exporter = ctx.params["exporter"]
@@ -42,8 +45,9 @@ class OnnxExport(Step):
                                 where=ctx.where, hint="set exporter: dynamo (or auto)")
         path = ctx.out / "model.onnx"
         try:
-            with quiet(*EXPORTER_LOGGERS):
+            with quiet(*EXPORTER_LOGGERS), scratch(ctx, "onnx-"):
                 _export(ctx, source, exporter, path)
+            portable_onnx(path, ctx.pipeline.root)
             onnx.checker.check_model(str(path), full_check=False)
         except PipelineError:
             raise
@@ -72,29 +76,37 @@ def _export(ctx: StepContext, source: Any, exporter: str, path: Path) -> None:
     import torch
 
     from qntz.inputs import capture_example
-    from qntz.torchio import dynamic_shapes, flatten_outputs, to_torch
+    from qntz.torchio import dynamic_shapes, export_call, output_names, to_torch
 
     inputs = ctx.pipeline.inputs
-    args = to_torch(capture_example(inputs), inputs)
     if "exported_program" in source.provides:
         model: Any = torch.export.load(str(source.file("model.pt2")))
     elif "torchscript" in source.provides:
         model = torch.jit.load(str(source.file("model.pt")))
     else:
         model = ctx.live_model()
+    example = capture_example(inputs)
     with torch.no_grad():
         runnable = model.module() if hasattr(model, "graph_signature") else model
-        count = len(flatten_outputs(runnable(*args)))
-    names = ctx.params["output_names"] or (
-        ["output"] if count == 1 else [f"output_{i}" for i in range(count)])
-    common = {"opset_version": ctx.params["opset"], "input_names": list(inputs),
-              "output_names": names}
+        args, kwargs = to_torch(example, inputs, runnable)
+        found = output_names(runnable(*args, **kwargs))
+    names = ctx.params["output_names"] or _names_from(source, len(found)) or found
+    args, kwargs, order = export_call(example, inputs, model)
+    common = {"opset_version": ctx.params["opset"], "input_names": order,
+              "output_names": names, "kwargs": kwargs}
     dynamic = ctx.params["dynamic"]
     if exporter == "torchscript":
         axes = {n: s.dynamic_axes for n, s in inputs.items() if s.dynamic_axes} if dynamic else None
         torch.onnx.export(model, args, str(path), dynamo=False, dynamic_axes=axes, **common)
     else:
         is_program = hasattr(model, "graph_signature")
-        shapes = dynamic_shapes(inputs) if dynamic and not is_program else None
+        shapes = dynamic_shapes(inputs, model) if dynamic and not is_program else None
         torch.onnx.export(model, args, str(path), dynamo=True, dynamic_shapes=shapes,
                           external_data=False, verbose=False, **common)
+
+
+def _names_from(source: Any, count: int) -> list[str] | None:
+    """The eager model's output names, as the capture step recorded them (a traced model
+    returns a plain tuple where eager returned a dict or a ModelOutput)."""
+    names = source.summary.get("output_names")
+    return names if names and len(names) == count else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qntz.findings import METHODS
@@ -17,7 +18,7 @@ PREFERENCE = ("export", "trace", "script")  # torch.export is where PyTorch is g
 
 class Preflight(Step):
     kind = "preflight"
-    version = 1
+    version = 3  # findings judged against the real test; inputs bound by name
     help = "try trace, script and export on the live model; find what breaks each, and where"
     params = {
         "methods": {"type": "array", "items": {"enum": list(METHODS)}, "default": list(METHODS),
@@ -28,7 +29,7 @@ class Preflight(Step):
         "fail_on": {"enum": ["error", "warning", "never"], "default": "error",
                     "description": "findings for the methods this pipeline uses that fail it"},
     }
-    libraries = ("torch", "onnx")
+    libraries = ("torch", "numpy", "onnx", "onnxscript", "onnx_ir", "protobuf", "ml_dtypes")
     consumes_model = True
     provides = ("preflight",)
 
@@ -38,17 +39,21 @@ class Preflight(Step):
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         from qntz.preflight_report import markdown
+        from qntz.scratch import scratch
 
         start = time.perf_counter()
-        report = check_model(ctx)
-        report["seconds"] = round(time.perf_counter() - start, 2)
+        with scratch(ctx, "preflight-") as folder:
+            report = check_model(ctx, folder)
+        seconds = round(time.perf_counter() - start, 2)
         (ctx.out / "report.json").write_text(json.dumps(report, indent=1))
         (ctx.out / "report.md").write_text(markdown(report, ctx.pipeline.name))
-        summary = {k: report[k] for k in ("verdicts", "recommendation", "counts", "seconds")}
-        blocking = _blocking(report, ctx.params["fail_on"], ctx.extras["uses"])
+        (ctx.out / "timing.json").write_text(json.dumps({"seconds": seconds}))
+        summary = {**{k: report[k] for k in ("verdicts", "recommendation", "counts")},
+                   "seconds": seconds, "volatile": ["timing.json"]}
+        blocking, methods = _blocking(report, ctx.params["fail_on"], ctx.extras["uses"])
         if blocking:
             first = blocking[0]
-            summary["failed"] = (f"{len(blocking)} finding(s) block {', '.join(report['uses'])}; "
+            summary["failed"] = (f"{len(blocking)} finding(s) block {', '.join(methods)}; "
                                  f"first: [{first['rule']}] {first['message']} at "
                                  f"{first['file']}:{first['line']} (fix: {first['fix']})")
         return summary
@@ -73,24 +78,31 @@ def _pipeline_methods(pipeline: Pipeline) -> set[str]:
     return used or set(METHODS)
 
 
-def _blocking(report: dict[str, Any], fail_on: str, uses: list[str]) -> list[dict[str, Any]]:
+def _blocking(report: dict[str, Any], fail_on: str, uses: list[str]
+              ) -> tuple[list[dict[str, Any]], list[str]]:
+    """The findings that fail the run, and the methods they block: `fail_on` applies to
+    the method the pipeline captures with (with `capture: auto`, the recommended one)."""
     if fail_on == "never":
-        return []
+        return [], []
     severities = {"error"} if fail_on == "error" else {"error", "warning"}
     auto = set(uses) == set(METHODS)
     if auto and report["recommendation"]:
         uses = [report["recommendation"]]  # auto captures with the safe method
     relevant = set(uses) | {"onnx"}
-    return [f for f in report["findings"]
-            if f["severity"] in severities and relevant & set(f["methods"])]
+    found = [f for f in report["findings"]
+             if f["severity"] in severities and relevant & set(f["methods"])]
+    blocked = [m for m in [*METHODS, "onnx"] if any(m in f["methods"] for f in found)
+               and m in relevant]
+    return found, blocked
 
 
-def check_model(ctx: StepContext) -> dict[str, Any]:
+def check_model(ctx: StepContext, scratch: Path) -> dict[str, Any]:
+    """The findings; `scratch` takes the files the ONNX export check writes."""
     from qntz.preflight_checks import Checks
     from qntz.preflight_methods import try_export, try_onnx, try_script, try_trace
 
     checks = Checks(ctx.live_model(), ctx.pipeline.inputs, ctx.extras["opset"], ctx.report,
-                    ctx.extras["uses"])
+                    ctx.extras["uses"], scratch)
     ctx.report("general rules")
     output = checks.general()
     if output is not None:
@@ -102,13 +114,16 @@ def check_model(ctx: StepContext) -> dict[str, Any]:
         if ctx.params["onnx"]:
             ctx.report(f"ONNX at opset {ctx.extras['opset']}")
             try_onnx(checks)
+    checks.judge()
     verdicts = {m: _verdict(m, checks) for m in ctx.params["methods"]}
     if "onnx" in checks.verdicts:
         verdicts["onnx"] = checks.verdicts["onnx"]
     from qntz.model_source import display_path
+    from qntz.preflight_checks import other_methods
 
     findings = [f.as_dict() for f in checks.findings]
     for finding in findings:
+        finding["fix"] = other_methods(finding["fix"], finding["methods"], verdicts)
         if finding["file"]:
             finding["file"] = display_path(finding["file"], ctx.pipeline.root)
     return {"verdicts": verdicts, "recommendation": recommend(verdicts),

@@ -33,7 +33,7 @@ class MaskedEncoder(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.bias, self.pool = bias, pool
-        self.embed = nn.Embedding(100, dim)
+        self.embed = nn.Embedding(101, dim)  # token ids 0..100: `range: [0, 100]`, both ends
         self.attention = nn.ModuleList(SelfAttention(dim, heads) for _ in range(layers))
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
 

@@ -124,3 +124,18 @@ class UsesGlobal(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * LOOKUP["scale"]
+
+
+class ConstantGate(nn.Module):
+    """A branch on a constructor constant, not on data: every capture method is right."""
+
+    def __init__(self, sigma: float = 0.5):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.register_buffer("sigma", torch.full((4,), sigma))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if bool((self.sigma > 0).all()):
+            return y * self.sigma.view(1, -1, 1, 1)
+        return y
