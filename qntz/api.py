@@ -57,6 +57,7 @@ class RunResult:
     lock: Path
     steps: dict[str, StepOutcome]
     warnings: list[str] = field(default_factory=list)  # e.g. an unreachable remote cache
+    placement: dict[str, dict[str, Any]] = field(default_factory=dict)  # cluster: where run
 
     @property
     def ok(self) -> bool:
@@ -109,9 +110,29 @@ def run(pipeline: str | Path | Any, steps: list[str] | None = None, jobs: int = 
     current = session(pipeline, remote)
     _check_steps(current.pipeline, steps)
     results = current.run(reporter or SilentReporter(), steps, force, jobs, keep_going)
-    outcomes = {r.id: _outcome(r, current.out / r.id) for r in results}
+    return result(current, outcomes(current, results))
+
+
+def run_all(files: list[str | Path], executor: str = "local", address: str | None = None,
+            reporter: Any = None, **options: Any) -> list[RunResult]:
+    """Several pipelines: one after the other here, or fanned out over a Ray cluster
+    (`executor="ray"`, which needs a remote cache; `address` as `ray.init` takes it)."""
+    if executor == "ray":
+        from qntz.progress import SilentReporter
+        from qntz.ray_executor import run_on_ray
+
+        return run_on_ray(list(files), address, reporter or SilentReporter())
+    return [run(f, reporter=reporter, **options) for f in files]
+
+
+def outcomes(current: Any, results: list[Any]) -> dict[str, StepOutcome]:
+    return {r.id: _outcome(r, current.out / r.id) for r in results}
+
+
+def result(current: Any, steps: dict[str, StepOutcome],
+           placement: dict[str, dict[str, Any]] | None = None) -> RunResult:
     return RunResult(current.pipeline.path.resolve(), current.out, current.lock_path.resolve(),
-                     outcomes, current.remote.warnings)
+                     steps, current.remote.warnings, placement or {})
 
 
 def push(pipeline: str | Path | Any) -> dict[str, str]:

@@ -46,14 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qntz {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     plain, with_json = [_global_options(False)], [_global_options(True)]
-    run = sub.add_parser("run", parents=with_json, help="run a pipeline (only what changed)")
-    run.add_argument("file")
+    run = sub.add_parser("run", parents=with_json, help="run pipelines (only what changed)")
+    run.add_argument("file", nargs="+")
     run.add_argument("--step", action="append", metavar="ID",
                      help="run this step and what it needs (repeatable)")
     run.add_argument("--force", action="store_true", help="re-run the selected steps")
     run.add_argument("--jobs", "-j", type=int, default=1, help="independent steps in parallel")
     run.add_argument("--keep-going", action="store_true", help="run other branches after a failure")
     run.add_argument("--no-remote", action="store_true", help="leave the remote cache alone")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="ray: each step a Ray task (needs a remote cache; pip install "
+                     "'qntz[ray]')")
+    run.add_argument("--address", help="the Ray cluster to join (default: start a local one)")
     status = sub.add_parser("status", parents=with_json,
                             help="what is cached, what is stale and why")
     status.add_argument("file")
@@ -145,43 +149,66 @@ def error_dict(exc: QntzError) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace, console: Any) -> int:
     from qntz import api
-    from qntz.progress import ConsoleReporter, compare_table
+    from qntz.progress import ConsoleReporter
 
     start = time.perf_counter()
-    pipeline = api.load_pipeline(args.file)
+    pipelines = [api.load_pipeline(f) for f in args.file]  # all checked before any runs
     reporter = None if args.json else ConsoleReporter(console)
     try:
-        result = api.run(pipeline, args.step, args.jobs, args.force, args.keep_going, reporter,
-                         remote=not args.no_remote)
+        if args.executor == "ray":
+            results = api.run_all(pipelines, "ray", args.address, reporter)
+        else:
+            results = [api.run(p, args.step, args.jobs, args.force, args.keep_going, reporter,
+                               remote=not args.no_remote) for p in pipelines]
     finally:
         if reporter is not None:
             reporter.close()
-    steps = list(result.steps.values())
-    failed = [s for s in steps if s.state in ("failed", "skipped")]
-    codes = [s.error.exit_code for s in failed if s.error] or ([EXIT_FAILED] if failed else [])
-    code = max(codes, default=EXIT_OK)
     if args.json:
-        print(json.dumps({"ok": result.ok, "pipeline": str(result.pipeline),
-                          "out": str(result.out), "lock": str(result.lock),
-                          "steps": [s.as_dict() for s in steps]}, indent=1))
-        return code
+        documents = [_run_document(r) for r in results]
+        print(json.dumps(documents[0] if len(documents) == 1 else documents, indent=1))
+    else:
+        for result in results:
+            _show_run(console, result, start)
+    return max((_exit_code(r, args.verbose, not args.json) for r in results), default=EXIT_OK)
+
+
+def _run_document(result: Any) -> dict[str, Any]:
+    return {"ok": result.ok, "pipeline": str(result.pipeline), "out": str(result.out),
+            "lock": str(result.lock), "steps": [s.as_dict() for s in result.steps.values()],
+            "placement": result.placement}
+
+
+def _show_run(console: Any, result: Any, start: float) -> None:
+    from qntz.progress import compare_table
+
+    steps = list(result.steps.values())
     for step in steps:
         if step.kind == "compare" and step.files:
             compare_table(console, step)
             console.print(f"report: {_relative(result.out / step.id / 'report.md')}")
+    for sid, where in result.placement.items():
+        offers = f" ({', '.join(where['node_resources'])})" if where["node_resources"] else ""
+        console.print(f"  {escape(sid)}: {where['state']} on node {where['node'][:12]} "
+                      f"{where['node_ip']}{escape(offers)}")
     counts: dict[str, int] = {}
     for s in steps:
         counts[s.state] = counts.get(s.state, 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in counts.items())
     console.print(f"{plural(len(steps), 'step')}: {summary} in "
                   f"{time.perf_counter() - start:.2f}s → {_relative(result.out)}/")
-    errors = consoles()[1]
-    for warning in result.warnings:
-        errors.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
-    for s in failed:
-        if s.state == "failed" and s.error is not None:
-            report_error(errors, s.error, args.verbose)
-    return code
+
+
+def _exit_code(result: Any, verbose: bool, show: bool) -> int:
+    failed = [s for s in result.steps.values() if s.state in ("failed", "skipped")]
+    if show:
+        errors = consoles()[1]
+        for warning in result.warnings:
+            errors.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        for s in failed:
+            if s.state == "failed" and s.error is not None:
+                report_error(errors, s.error, verbose)
+    codes = [s.error.exit_code for s in failed if s.error] or ([EXIT_FAILED] if failed else [])
+    return max(codes, default=EXIT_OK)
 
 
 def _relative(path: Path) -> str:

@@ -6,7 +6,7 @@ import difflib
 import graphlib
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class StepSpec:
     given: dict[str, Any]  # parameters as written
     params: dict[str, Any]  # with defaults filled in: what is hashed
     at: tuple[str, ...] = ()  # where it is written in the file
+    resources: dict[str, Any] | None = None  # for a cluster executor; not hashed
 
 
 @dataclass
@@ -172,6 +173,7 @@ def _parse_steps(doc: dict[str, Any], pipeline: Pipeline) -> dict[str, StepSpec]
                 hint="set `uses:` to one of " + ", ".join(KINDS) + " (see `qntz steps`)")
         _check_schema(body, kind.schema(), pipeline.path, pipeline.marks, at, sid, kind_name)
         needs = body.pop("needs", None)
+        resources = body.pop("resources", None)
         body.pop("uses", None)
         if needs is None:
             needs = [previous] if previous else []
@@ -179,7 +181,7 @@ def _parse_steps(doc: dict[str, Any], pipeline: Pipeline) -> dict[str, StepSpec]
         if kind.consumes_model and LOAD_ID not in needs and sid != LOAD_ID:
             needs.append(_load_id(steps))
         spec = StepSpec(sid, kind_name, tuple(dict.fromkeys(needs)), body,
-                        kind.with_defaults(body), at)
+                        kind.with_defaults(body), at, resources)
         steps[sid] = _insert_implicit(spec, steps, pipeline)
         previous = sid
     return steps
@@ -199,7 +201,7 @@ def _insert_implicit(spec: StepSpec, steps: dict[str, StepSpec],
         steps[new_id] = StepSpec(new_id, kind_name, (source,), given, kind.with_defaults(given),
                                  spec.at)
         needs = tuple(new_id if n == source else n for n in spec.needs)
-        spec = StepSpec(spec.id, spec.kind, needs, spec.given, spec.params, spec.at)
+        spec = replace(spec, needs=needs)
     return spec
 
 

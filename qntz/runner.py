@@ -61,6 +61,8 @@ class Session:
     pipeline: Pipeline
     workspace: Workspace
     remote: RemoteLink = field(default_factory=lambda: RemoteLink(None))
+    # steps this session may execute (None: all); the others must come from a cache
+    buildable: set[str] | None = None
     digests: FileDigests = field(init=False)
     cache: Cache = field(init=False)
     _model: Any = field(default=None, init=False)
@@ -201,6 +203,12 @@ class Session:
                 if not forced and (pulled := self.remote.pull(self.cache, sid, key)):
                     return StepResult(sid, self.pipeline.steps[sid].kind, "pulled",
                                       artifact=pulled)
+                if self.buildable is not None and sid not in self.buildable:
+                    error = StepFailed("not built: neither the local nor the remote cache has "
+                                       "it", where=f"{self.pipeline.path}: step '{sid}'",
+                                       hint="see the error of the task that should have built it")
+                    return StepResult(sid, self.pipeline.steps[sid].kind, "failed",
+                                      reason=str(error), error=error)
                 result = self._execute(sid, key, record, inputs, reporter)
                 if result.artifact is not None:
                     self.remote.push(result.artifact)

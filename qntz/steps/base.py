@@ -38,7 +38,8 @@ class Step:
 
     @classmethod
     def schema(cls) -> dict[str, Any]:
-        props = {"uses": {"const": cls.kind}, "needs": NEEDS_SCHEMA, **cls.params}
+        props = {"uses": {"const": cls.kind}, "needs": NEEDS_SCHEMA,
+                 "resources": RESOURCES_SCHEMA, **cls.params}
         schema: dict[str, Any] = {
             "type": "object", "description": cls.help,
             "properties": props, "additionalProperties": False,
@@ -62,9 +63,26 @@ class Step:
         """Content outside the step's inputs that changes its output (model sources, data)."""
         return {}
 
+    @classmethod
+    def resources(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """What one run of this kind asks of a cluster node (`--executor ray`); a step's
+        `resources:` overrides it."""
+        return {"num_cpus": 1}
+
     def run(self, ctx: StepContext) -> dict[str, Any]:
         raise NotImplementedError
 
+
+RESOURCES_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "description": "what the step asks of a node with `--executor ray` (not in the cache key)",
+    "properties": {"num_cpus": {"type": "number", "minimum": 0},
+                   "num_gpus": {"type": "number", "minimum": 0},
+                   "memory": {"type": "integer", "minimum": 0},
+                   "accelerator_type": {"type": "string"},
+                   "resources": {"type": "object",
+                                 "additionalProperties": {"type": "number", "minimum": 0}}},
+}
 
 NEEDS_SCHEMA: dict[str, Any] = {
     "description": "steps this one consumes; defaults to the step written just before",

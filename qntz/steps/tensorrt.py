@@ -91,6 +91,16 @@ class TensorRT(Step):
         return extras
 
     @classmethod
+    def resources(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Full TensorRT builds for the GPU it runs on; TensorRT-RTX builds ahead of time
+        on any CPU. Pin a GPU type with the step's `resources: {accelerator_type: ...}`."""
+        from qntz import tensorrt_env
+
+        flavour = "tensorrt" if params["runtime"] == "tensorrt" or (
+            params["runtime"] == "auto" and tensorrt_env.version_of("tensorrt")) else "rtx"
+        return {"num_cpus": 1, "num_gpus": 1} if flavour == "tensorrt" else {"num_cpus": 1}
+
+    @classmethod
     def implicit_steps(cls, step: StepSpec, steps: dict[str, StepSpec],
                        pipeline: Pipeline) -> list[tuple[str, str, dict[str, Any]]]:
         from qntz.steps.tensorrt_plan import implicit_conversion
