@@ -26,6 +26,7 @@ def build_step(pipeline: str, step_id: str, *after: dict[str, Any]) -> dict[str,
     import ray
 
     from qntz import api
+    from qntz.progress import SilentReporter
 
     node = ray.get_runtime_context().get_node_id()
     blocked = [a["step"] for a in after if a["state"] not in ("ran", "cached", "pulled")]
@@ -34,20 +35,9 @@ def build_step(pipeline: str, step_id: str, *after: dict[str, Any]) -> dict[str,
                 "reason": f"{blocked[0]} did not finish"}
     current = api.session(pipeline)
     current.buildable = {step_id}
-    result = api.outcomes(current, current.run(_Quiet(), [step_id]))[step_id]
+    result = api.outcomes(current, current.run(SilentReporter(), [step_id]))[step_id]
     return {"step": step_id, "state": result.state, "node": node, "key": result.key,
             "reason": str(result.error) if result.error else ""}
-
-
-class _Quiet:
-    def started(self, step_id: str, kind: str) -> None:
-        pass
-
-    def message(self, step_id: str, text: str) -> None:
-        pass
-
-    def finished(self, result: Any) -> None:
-        pass
 
 
 def run_on_ray(files: list[Any], address: str | None, reporter: Any) -> list[Any]:
