@@ -51,7 +51,7 @@ def run_on_ray(files: list[Any], address: str | None, reporter: Any) -> list[Any
 
     ray.init(address=address, log_to_driver=False, configure_logging=False,
              runtime_env={"working_dir": str(root), "excludes": EXCLUDES,
-                          "env_vars": {"QNTZ_REMOTE": remote}})
+                          "env_vars": {"QNTZ_REMOTE": remote, "OMP_NUM_THREADS": _threads()}})
     try:
         task = ray.remote(max_retries=MAX_RETRIES)(build_step)
         refs = [_submit(task, s, root) for s in sessions]
@@ -86,6 +86,15 @@ def _with_task_errors(outcomes: dict[str, Any], placement: dict[str, Any]) -> di
 
 def _relative(current: Any, root: Path) -> str:
     return current.pipeline.path.resolve().relative_to(root).as_posix()
+
+
+def _threads() -> str:
+    """The driver's thread count, for every task: Ray would give a task as many threads as
+    CPUs it asked for, and torch's float sums then differ in their last bits from a local
+    run, so the compare reports (and the lock files) would too."""
+    import os
+
+    return os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count() or 1)
 
 
 def _common_root(sessions: list[Any]) -> Path:

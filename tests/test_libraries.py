@@ -51,6 +51,11 @@ ALLOWED = {
     "networkx": "graph containers for torch's partitioner; the ops come from torch",
     "sympy": "symbolic shape algebra for torch's guards; the numbers come from torch",
     "mpmath": "sympy's number type",
+    "jsonpointer": "jsonschema's format checks (installed with it by other tools)",
+    "rfc3339-validator": "jsonschema's format checks (installed with it by other tools)",
+    "idna": "jsonschema's format checks (installed with it by other tools)",
+    "six": "a Python 2/3 shim under rfc3339-validator",
+    "tqdm": "progress bars",
 }
 
 CNN_STEPS = """
@@ -143,6 +148,7 @@ def imported(modules: dict[str, str | None], root: Path) -> set[str]:
     """Distributions of the imported modules, less the standard library, qntz and the
     pipeline's own model code (the load step fingerprints that)."""
     owners = metadata.packages_distributions()
+    by_file = _files_by_owner()
     stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
     found: set[str] = set()
     for name, file in modules.items():
@@ -154,9 +160,22 @@ def imported(modules: dict[str, str | None], root: Path) -> set[str]:
         path = Path(file).resolve()
         if path.is_relative_to(stdlib) or path.is_relative_to(root.resolve()):
             continue
+        if path in by_file:  # exact, even in a namespace package (google.*) or under a bare
+            found.add(by_file[path])  # name a library put on sys.path (ORT's float16)
+            continue
         found |= {normal(d) for d in owners.get(top) or owners.get(installed_top(path), [])
                   } or {f"?{name} ({file})"}
     return found - {"qntz"}
+
+
+def _files_by_owner() -> dict[Path, str]:
+    """Every installed file and the distribution whose RECORD lists it."""
+    owners: dict[Path, str] = {}
+    for dist in metadata.distributions():
+        for file in dist.files or []:
+            if file.suffix in (".py", ".so", ".pyd"):
+                owners[Path(dist.locate_file(file)).resolve()] = normal(dist.metadata["Name"] or "")
+    return owners
 
 
 def installed_top(path: Path) -> str:
