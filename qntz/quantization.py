@@ -147,9 +147,50 @@ def gemm_to_matmul(path: Path) -> int:
 def preprocess(source: Path, target: Path, scratch: Path) -> str:
     """ORT's pre-processing; symbolic shape inference fails on many BERT-style graphs.
 
-    Run in a child process whose current folder is `scratch`: where symbolic shape inference
-    fails, ONNX Runtime saves the partial model into the current folder, and changing this
-    process's current folder would move every other step running in it."""
+    ORT's own symbolic shape inference saves the partial model into the current folder when
+    it fails, so qntz runs that inference itself (same class, without the save) and hands
+    ORT the result. Where that class has changed, the pre-processing runs in a child process
+    whose current folder is `scratch` (changing this process's folder would move every other
+    step running in it)."""
+    import onnx
+
+    try:
+        shaped = _symbolic_shapes(onnx.load(str(source)))
+    except AttributeError:  # another ONNX Runtime: the isolated, slower way
+        return _preprocess_apart(source, target, scratch)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    start = source
+    if shaped is not None:  # as a file: handed a ModelProto, ORT loses its initializers
+        start = scratch / "shaped.onnx"
+        onnx.save(shaped, str(start))
+    with quiet(""):  # ONNX Runtime's quantization tools log to the root logger at length
+        quant_pre_process(str(start), str(target), skip_symbolic_shape=True)
+    return ("shape inference and optimization" if shaped is not None else
+            "ONNX shape inference and optimization (symbolic shape inference failed)")
+
+
+def _symbolic_shapes(model: Any) -> Any:
+    """ORT's SymbolicShapeInference.infer_shapes without its save into the current folder:
+    the model with inferred shapes, or None where inference stays incomplete."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    inference = SymbolicShapeInference(2**31 - 1, False, False, 0)
+    try:
+        with quiet(""):
+            inference._preprocess(model)
+            complete = False
+            while inference.run_:
+                complete = inference._infer_impl()
+            inference._update_output_from_vi()
+    except AttributeError:
+        raise
+    except Exception:
+        return None
+    return inference.out_mp_ if complete else None
+
+
+def _preprocess_apart(source: Path, target: Path, scratch: Path) -> str:
     if _preprocess(source, target, scratch, skip_symbolic_shape=False) is None:
         return "shape inference and optimization"
     error = _preprocess(source, target, scratch, skip_symbolic_shape=True)
