@@ -31,11 +31,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     repeat = parser.parse_args().repeat
-    qntz = [sys.executable, "-m", "qntz", "run", str(REPO / "pipelines" / "quickstart.yaml")]
+    qntz = [sys.executable, "-m", "qntz", "run", "pipelines/quickstart.yaml"]
     plain = [sys.executable, str(REPO / "benchmarks" / "plain_quickstart.py")]
     cold, cached, baseline = [], [], []
     for _ in range(repeat):
-        work = Path(tempfile.mkdtemp())
+        work = Path(tempfile.mkdtemp())  # a fresh project: its own cache and outputs
+        shutil.copytree(REPO / "pipelines", work / "pipelines",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.lock.json"))
+        (work / ".qntz").mkdir()
         cold.append(wall(qntz, work))
         cached.extend(wall(qntz, work) for _ in range(3))
         baseline.append(wall(plain, work))

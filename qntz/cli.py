@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args.verbose = getattr(args, "verbose", False)
     args.json = getattr(args, "json", False)
     console, errors = consoles()
+    args.errors = errors
     try:
         return COMMANDS[args.command](args, console)
     except QntzError as exc:
@@ -169,7 +170,8 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
     else:
         for result in results:
             _show_run(console, result, start)
-    return max((_exit_code(r, args.verbose, not args.json) for r in results), default=EXIT_OK)
+    shown = None if args.json else args.errors
+    return max((_exit_code(r, args.verbose, shown) for r in results), default=EXIT_OK)
 
 
 def _run_document(result: Any) -> dict[str, Any]:
@@ -198,10 +200,10 @@ def _show_run(console: Any, result: Any, start: float) -> None:
                   f"{time.perf_counter() - start:.2f}s → {_relative(result.out)}/")
 
 
-def _exit_code(result: Any, verbose: bool, show: bool) -> int:
+def _exit_code(result: Any, verbose: bool, errors: Any) -> int:
+    """The run's exit code, after its warnings and errors on `errors` (None: say nothing)."""
     failed = [s for s in result.steps.values() if s.state in ("failed", "skipped")]
-    if show:
-        errors = consoles()[1]
+    if errors is not None:
         for warning in result.warnings:
             errors.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
         for s in failed:

@@ -9,18 +9,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from qntz.errors import PipelineError
 from qntz.inputs import InputSpec, generate_feed, opt_sizes
 from qntz.model_source import display_path, source_digests, split_factory
 from qntz.yamlfile import is_folder, is_regular_file
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from qntz.hashing import FileDigests
     from qntz.pipeline import Pipeline
 
-Feed = dict[str, np.ndarray]
+Feed = dict[str, "np.ndarray"]
 DEFAULT_SAMPLES = 16
 
 
@@ -117,6 +117,7 @@ def _take(items: Iterable[Feed], count: int) -> Iterable[Feed]:
 
 
 def _source(pipeline: Pipeline, spec: dict[str, Any], count: int) -> Iterable[Feed]:
+    import numpy as np
     inputs, kind = pipeline.inputs, spec["from"]
     if kind == "generate":
         rng = np.random.default_rng(2000)
@@ -166,6 +167,7 @@ def _batches(arrays: dict[str, np.ndarray], spec: dict[str, Any],
 
 
 def _as_feed(item: Any, inputs: dict[str, InputSpec]) -> Feed:
+    import numpy as np
     if isinstance(item, dict):
         return {k: np.asarray(v) for k, v in item.items()}
     if isinstance(item, (tuple, list)):
@@ -175,6 +177,7 @@ def _as_feed(item: Any, inputs: dict[str, InputSpec]) -> Feed:
 
 def _checked(feed: Feed, inputs: dict[str, InputSpec], label: str, where: str,
              index: int) -> Feed:
+    import numpy as np
     out: Feed = {}
     for name, spec in inputs.items():
         if name not in feed:
@@ -185,6 +188,7 @@ def _checked(feed: Feed, inputs: dict[str, InputSpec], label: str, where: str,
 
 
 def _fit(array: np.ndarray, spec: InputSpec, label: str, where: str) -> np.ndarray:
+    import numpy as np
     want = np.dtype("float32" if spec.dtype == "bfloat16" else spec.dtype)
     if array.dtype != want:
         same_family = (np.issubdtype(array.dtype, np.floating) and np.issubdtype(want, np.floating)

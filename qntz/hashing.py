@@ -7,7 +7,6 @@ import json
 import os
 import threading
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +112,41 @@ def write_atomic(path: Path, text: str) -> None:
 @cache
 def library_version(distribution: str) -> str | None:
     """Installed version of a distribution, read from metadata (never imports it)."""
+    version = _installed_versions().get(_normal(distribution))
+    if version is not None:
+        return version
+    from importlib import metadata  # eggs and other layouts: the thorough, slower way
+
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return None
+
+
+@cache
+def _installed_versions() -> dict[str, str]:
+    """Name -> version of every `.dist-info` folder on the path, first one first, as
+    importlib.metadata finds them; read from the folder names, which carry both (a
+    fully cached run cannot afford importlib.metadata's import)."""
+    import sys
+
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith(".dist-info") and "-" in name:
+                dist, _, version = name[:-len(".dist-info")].partition("-")
+                found.setdefault(_normal(dist), version)
+    return found
+
+
+def _normal(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def library_versions(distributions: tuple[str, ...]) -> dict[str, str | None]:

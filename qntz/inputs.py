@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from qntz.errors import PipelineError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool")
+INTEGER_LIMITS = {"int64": (-2**63, 2**63 - 1), "int32": (-2**31, 2**31 - 1),
+                  "int8": (-128, 127), "uint8": (0, 255), "bool": (0, 1)}
 CAPTURE_SEED = 0
 MAX_ELEMENTS = 2**26  # elements of one generated input at its largest sizes (256 MiB of fp32)
 
@@ -117,11 +120,11 @@ def _check_range(name: str, dtype: str, low: float, high: float,
             raise PipelineError(f"input '{name}': range [{low}, {high}] is too wide", where=at,
                                 hint="keep high - low within float64")
         return
-    limits = np.iinfo(dtype)
-    if not limits.min <= int(low) <= int(high) <= limits.max:
+    least, most = INTEGER_LIMITS[dtype]
+    if not least <= int(low) <= int(high) <= most:
         raise PipelineError(
             f"input '{name}': range [{low}, {high}] goes beyond {dtype} "
-            f"[{limits.min}, {limits.max}]", where=at,
+            f"[{least}, {most}]", where=at,
             hint=f"write integer bounds with low < high within {dtype} (both ends included)")
 
 
@@ -139,6 +142,7 @@ def generate(spec: InputSpec, sizes: dict[str, int], rng: np.random.Generator,
 
     A mask is padded instead: random fill gives rows of varied lengths (the first full,
     the others with trailing zeros), low the shortest rows (one position), high full ones."""
+    import numpy as np
     shape = spec.concrete(sizes)
     if spec.role == "mask":
         return _mask(spec, shape, rng, fill)
@@ -160,6 +164,7 @@ def generate(spec: InputSpec, sizes: dict[str, int], rng: np.random.Generator,
 def _mask(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator,
           fill: str) -> np.ndarray:
     """Ones then zeros along the last axis, a length per row (every axis before the last)."""
+    import numpy as np
     np_dtype = np.dtype("float32" if spec.dtype == "bfloat16" else spec.dtype)
     if not shape:
         return np.ones(shape, np_dtype)
@@ -176,6 +181,7 @@ def _mask(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator,
 def generate_feed(inputs: dict[str, InputSpec], sizes: dict[str, int],
                   rng: np.random.Generator, fill: str = "random") -> dict[str, np.ndarray]:
     """One sample of every input; token ids where a mask of their shape pads hold `low`."""
+    import numpy as np
     feed = {n: generate(s, sizes, rng, fill) for n, s in inputs.items()}
     masks = [feed[n] for n, s in inputs.items() if s.role == "mask"]
     for name, spec in inputs.items():
@@ -189,6 +195,7 @@ def generate_feed(inputs: dict[str, InputSpec], sizes: dict[str, int],
 
 def capture_example(inputs: dict[str, InputSpec]) -> dict[str, np.ndarray]:
     """The example a model is captured with: opt sizes, seeded values."""
+    import numpy as np
     rng = np.random.default_rng(CAPTURE_SEED)
     sizes = opt_sizes(inputs)
     return generate_feed(inputs, sizes, rng)
@@ -222,6 +229,7 @@ def evaluation_samples(inputs: dict[str, InputSpec], samples: int,
     Every size variant gets `samples` random draws; the extreme values (the range's low and
     high ends) are added at the first size, since data-dependent branches hide there.
     """
+    import numpy as np
     rng = np.random.default_rng(seed)
     out: list[tuple[str, dict[str, np.ndarray]]] = []
     for index, sizes in enumerate(size_variants(inputs)):

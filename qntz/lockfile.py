@@ -34,13 +34,20 @@ def step_entry(key: str, record: dict[str, Any], outputs: dict[str, str]) -> dic
     return {"key": key, **record, "outputs": outputs}
 
 
-def merge_lock(path: Path, name: str, order: list[str],
-               updates: dict[str, dict[str, Any]]) -> None:
-    """Record `updates` over what the lock holds (another process may have written since),
-    keeping only steps of the pipeline, in its order. Call under the pipeline's lock."""
+def merged(path: Path, name: str, order: list[str],
+           updates: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+    """The lock with `updates` recorded over what it holds (another process may have written
+    since), keeping only steps of the pipeline, in its order; and whether that changes it."""
     current = read_lock(path)
     steps = {**current["steps"], **updates}
     new = {"qntz": FORMAT, "name": name,
            "steps": {sid: steps[sid] for sid in order if sid in steps}}
-    if new != current:
+    return new, new != current
+
+
+def merge_lock(path: Path, name: str, order: list[str],
+               updates: dict[str, dict[str, Any]]) -> None:
+    """Write the merged lock when it changes. Call under the pipeline's lock."""
+    new, changed = merged(path, name, order, updates)
+    if changed:
         write_atomic(path, json.dumps(new, indent=1, sort_keys=True) + "\n")

@@ -16,12 +16,14 @@ import json
 import sys
 import threading
 from functools import cache
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qntz.errors import PipelineError
 from qntz.hashing import digest_value
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 # import_factory edits sys.path and sys.modules, which every thread shares (`--jobs N`).
 _IMPORT_LOCK = threading.Lock()
@@ -179,6 +181,8 @@ def _top_spec(top: str) -> Any:
 def _distributions_of(top: str) -> list[metadata.Distribution]:
     """Distributions that may hold the top-level package `top`: the one named like it first
     (found at once), then those that list it (a scan of all installed metadata)."""
+    from importlib import metadata
+
     try:
         named = [metadata.distribution(top)]
     except metadata.PackageNotFoundError:
@@ -188,6 +192,8 @@ def _distributions_of(top: str) -> list[metadata.Distribution]:
 
 @cache
 def _owners() -> dict[str, list[str]]:
+    from importlib import metadata
+
     return metadata.packages_distributions()
 
 

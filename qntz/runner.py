@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from qntz.cache import Artifact, Cache
 from qntz.errors import QntzError, StepFailed
 from qntz.hashing import FileDigests
-from qntz.lockfile import lock_path, merge_lock, read_lock, step_entry
+from qntz.lockfile import lock_path, merge_lock, merged, read_lock, step_entry
 from qntz.pipeline import Pipeline, provided_by
 from qntz.plan import StepState, key_record, plan, record_key
 from qntz.remote import RemoteLink
@@ -265,37 +265,38 @@ class Session:
         return None
 
     def _publish(self, results: dict[str, StepResult]) -> None:
-        """Lay out outputs for people and record the lock file, under the pipeline's lock."""
+        """Lay out outputs for people and record the lock file, under the pipeline's lock
+        (taken only when something is to change: a cached run stays cheap)."""
         from qntz.hashing import digest_value
 
         built = {sid: r.artifact for sid, r in results.items() if r.artifact is not None}
-        if not built:
+        updates = {sid: step_entry(a.key, a.manifest["record"], a.lasting_files())
+                   for sid, a in built.items()}
+        _, changed = merged(self.lock_path, self.pipeline.name, list(self.pipeline.steps),
+                            updates)
+        if not changed and all(self._laid_out(a, self.out / s) for s, a in built.items()):
             return
         guard = self.cache.root / "locks" / f"out-{digest_value(str(self.out))[:32]}.lock"
         try:
             with _held(guard):
-                self._lay_out_all(built)
+                for sid, artifact in built.items():
+                    if not self._laid_out(artifact, self.out / sid):
+                        lay_out({n: artifact.file(n) for n in artifact.files()},
+                                self.out / sid, self.workspace.root / "out")
+                merge_lock(self.lock_path, self.pipeline.name, list(self.pipeline.steps),
+                           updates)
         except OSError as exc:
             raise QntzError(f"cannot lay out outputs in {self.out}: {_first(exc)}",
                             where=str(self.pipeline.path),
                             hint="free some space or make out/ writable; the cache is intact, "
                             "a re-run lays them out") from exc
 
-    def _lay_out_all(self, built: dict[str, Artifact]) -> None:
-        for sid, artifact in built.items():
-            self._lay_out_step(artifact, self.out / sid)
-        updates = {sid: step_entry(a.key, a.manifest["record"], a.lasting_files())
-                   for sid, a in built.items()}
-        merge_lock(self.lock_path, self.pipeline.name, list(self.pipeline.steps), updates)
-
-    def _lay_out_step(self, artifact: Artifact, target: Path) -> None:
-        files = artifact.files()
+    def _laid_out(self, artifact: Artifact, target: Path) -> bool:
+        """`target` (in out/) holds exactly the entry's files, each the same file or content."""
         inside(self.workspace.root / "out", target)
-        if all(same_file(target / n, artifact.file(n), self.digests, d)
-               for n, d in files.items()) and target.is_dir():
-            return
-        lay_out({n: artifact.file(n) for n in files}, target, self.workspace.root / "out")
-
+        return target.is_dir() and all(
+            same_file(target / n, artifact.file(n), self.digests, d)
+            for n, d in artifact.files().items())
 
 @contextmanager
 def _held(path: Path) -> Iterator[None]:

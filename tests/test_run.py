@@ -14,7 +14,7 @@ from conftest import REPO
 @pytest.fixture
 def quickstart(ws):
     shutil.copytree(REPO / "pipelines", ws.root / "pipelines",
-                    ignore=shutil.ignore_patterns("__pycache__", "out"))
+                    ignore=shutil.ignore_patterns("__pycache__", "out", "*.lock.json"))
     return ws.root / "pipelines" / "quickstart.yaml"
 
 

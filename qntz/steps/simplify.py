@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from qntz.errors import first_line
 from qntz.steps.base import Step, StepContext
 
@@ -62,6 +60,8 @@ def _simplify(model: Any, backend: str) -> Any:
 
 def _check(ctx: StepContext, before: Any, after: Any) -> float:
     """Largest difference between the graphs on random inputs of several sizes."""
+    import numpy as np
+
     from qntz.inputs import evaluation_samples
     from qntz.ortrun import run, session
 
