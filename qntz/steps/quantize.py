@@ -61,8 +61,10 @@ class Quantize(Step):
                             "description": "static int8: take each quantized Conv/Gemm's "
                             "mean output shift from weight rounding off its bias"},
     }
+    # onnxscript rewrites the fusions; ONNX Runtime's tools package (shape inference) imports
+    # torch, so a torch upgrade re-runs quantize too
     libraries = ("onnx", "onnxruntime", "numpy", "protobuf", "ml_dtypes",
-                 "onnxscript", "onnx_ir")  # onnxscript rewrites the fusions
+                 "onnxscript", "onnx_ir", "torch")
     consumes = ("onnx",)
     provides = ("onnx",)
 
