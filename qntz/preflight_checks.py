@@ -80,7 +80,7 @@ class Checks:
         Into a file: TorchScript's `save` takes a file name, and given a buffer writes a file
         named after it into the current folder."""
         try:
-            save(str(self.scratch / f"{method}.saved"))
+            save(str(self.scratch / f"{method}.pt2"))  # the suffix torch.export.save expects
             return True
         except Exception as exc:
             self.add(f"{method}-not-serializable", "error", [method],
