@@ -61,6 +61,10 @@ class Artifact:
         return {n: d for n, d in self.files().items() if n not in volatile}
 
 
+class DigestMismatch(ValueError):
+    """Files handed to `commit` are not the ones their manifest names."""
+
+
 class Cache:
     def __init__(self, root: Path, digests: FileDigests):
         self.root = root
@@ -154,14 +158,20 @@ class Cache:
         return path
 
     def commit(self, step_id: str, key: str, workspace: Path, provides: list[str],
-               summary: dict[str, Any], record: dict[str, Any]) -> Artifact:
+               summary: dict[str, Any], record: dict[str, Any],
+               expected: dict[str, str] | None = None) -> Artifact:
         """Move a finished build into place. Call with the key's lock held.
 
         A valid entry already there (a forced re-run that produced the same content, or a
-        process that raced without the lock) is kept; a corrupt one is replaced.
+        process that raced without the lock) is kept; a corrupt one is replaced. With
+        `expected` (files downloaded against a manifest), any other content is refused.
         """
         out = workspace / "out"
         manifest = self._manifest(key, out, provides, summary, record)
+        if expected is not None and manifest["files"] != expected:
+            wrong = sorted(set(expected) ^ set(manifest["files"]) | {
+                n for n in expected if manifest["files"].get(n) != expected[n]})
+            raise DigestMismatch(f"{wrong[0]} does not match its digest")
         target = self.entry_dir(key)
         existing, _ = self.lookup(step_id, key, strict=True)
         if existing is not None and existing.digest == manifest["digest"]:

@@ -13,7 +13,6 @@ that cannot be reached is a warning, and the run goes on locally.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -21,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from qntz.cache import Artifact, Cache, manifest_problem
+from qntz.cache import Artifact, Cache, DigestMismatch, manifest_problem
 from qntz.errors import PipelineError
 
 
@@ -127,25 +126,16 @@ class Remote:
                 target = work / "out" / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self._call("downloading", self.fs.get_file, self._blob(digest), str(target))
-                if _sha256(target) != digest:
-                    raise RemoteUnavailable(f"{name} of {key[:16]} on {self.url} does not match "
-                                            "its digest")
             summary = {**manifest.get("summary", {}), "volatile": manifest.get("volatile", [])}
             return cache.commit(step_id, key, work, manifest["provides"], summary,
-                                manifest.get("record", {}))
+                                manifest.get("record", {}), expected=manifest["files"])
+        except DigestMismatch as exc:  # hashed once, by the commit, before it is in place
+            raise RemoteUnavailable(f"entry {key[:16]} on {self.url}: {exc}") from exc
         except FileNotFoundError as exc:
             raise RemoteUnavailable(f"the entry {key[:16]} on {self.url} is incomplete "
                                     f"({exc})") from exc
         finally:
             cache.discard(work)
-
-
-def _sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
 
 
 class RemoteLink:
