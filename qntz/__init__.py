@@ -21,7 +21,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     if name in _ERRORS:
-        from qntz import errors
+        from qntz.core import errors
 
         return getattr(errors, name)
     raise AttributeError(f"module 'qntz' has no attribute {name!r}")

@@ -17,8 +17,8 @@ from typing import Any
 from rich.markup import escape
 
 from qntz import __version__
-from qntz.errors import PipelineError, QntzError
-from qntz.wording import plural
+from qntz.core.errors import PipelineError, QntzError
+from qntz.core.wording import plural
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -129,7 +129,7 @@ def report_error(errors: Any, exc: BaseException, verbose: bool) -> None:
 
 def _causes(exc: BaseException, verbose: bool) -> str:
     """`caused by` for a QntzError's cause; in full with -v, its first line otherwise."""
-    from qntz.errors import first_line
+    from qntz.core.errors import first_line
 
     texts = []
     cause = exc.__cause__
@@ -150,7 +150,7 @@ def error_dict(exc: QntzError) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace, console: Any) -> int:
     from qntz import api
-    from qntz.progress import ConsoleReporter
+    from qntz.core.progress import ConsoleReporter
 
     start = time.perf_counter()
     pipelines = [api.load_pipeline(f) for f in args.file]  # all checked before any runs
@@ -181,7 +181,7 @@ def _run_document(result: Any) -> dict[str, Any]:
 
 
 def _show_run(console: Any, result: Any, start: float) -> None:
-    from qntz.progress import compare_table
+    from qntz.core.progress import compare_table
 
     steps = list(result.steps.values())
     for step in steps:
@@ -260,8 +260,8 @@ def cmd_pull(args: argparse.Namespace, console: Any) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, console: Any) -> int:
-    from qntz.factory_check import check_factories
-    from qntz.pipeline import load_pipeline
+    from qntz.core.factory_check import check_factories
+    from qntz.core.pipeline import load_pipeline
 
     pipeline = load_pipeline(args.file)
     check_factories(pipeline)
@@ -275,7 +275,7 @@ def cmd_validate(args: argparse.Namespace, console: Any) -> int:
 
 
 def cmd_dag(args: argparse.Namespace, console: Any) -> int:
-    from qntz.pipeline import load_pipeline
+    from qntz.core.pipeline import load_pipeline
 
     pipeline = load_pipeline(args.file)
     steps = [pipeline.steps[sid] for sid in pipeline.order()]
@@ -296,12 +296,12 @@ def cmd_dag(args: argparse.Namespace, console: Any) -> int:
 
 
 def cmd_steps(args: argparse.Namespace, console: Any) -> int:
-    from qntz.steps import KINDS
+    from qntz.core.registry import KINDS
 
     kinds = [args.kind] if args.kind else list(KINDS)
     for name in kinds:
         if name not in KINDS:
-            from qntz.pipeline import did_you_mean
+            from qntz.core.wording import did_you_mean
             raise PipelineError(f"unknown step kind '{name}'{did_you_mean(name, list(KINDS))}",
                                 hint="run `qntz steps` for the list")
     if args.json:
@@ -322,15 +322,15 @@ def cmd_steps(args: argparse.Namespace, console: Any) -> int:
 
 
 def cmd_schema(args: argparse.Namespace, console: Any) -> int:
-    from qntz.schema import full_schema
+    from qntz.core.schema import full_schema
 
     print(json.dumps(full_schema(), indent=2))
     return EXIT_OK
 
 
 def cmd_cache(args: argparse.Namespace, console: Any) -> int:
-    from qntz import cache_admin
-    from qntz.workspace import Workspace
+    from qntz.core import cache_admin
+    from qntz.core.workspace import Workspace
 
     workspace = Workspace.of(Path.cwd())
     if args.action == "dir":

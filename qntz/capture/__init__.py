@@ -1,0 +1,1 @@
+"""Loading the model, capturing it (trace, script, torch.export) and exporting ONNX."""

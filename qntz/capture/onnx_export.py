@@ -1,0 +1,112 @@
+"""`onnx`: export the captured model to ONNX at an opset, with dynamic axes from `inputs`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qntz.core.errors import PipelineError, first_line
+from qntz.core.quiet import quiet
+from qntz.core.step import Step, StepContext
+
+EXPORTER_LOGGERS = ("torch.onnx", "onnxscript")  # progress prints and registry noise
+
+
+class OnnxExport(Step):
+    kind = "onnx"
+    version = 3  # inputs bound by name; output names from the model's dict keys
+    help = "export to ONNX; exporter auto = dynamo for an ExportedProgram, torchscript otherwise"
+    params = {
+        "opset": {"type": "integer", "minimum": 7, "maximum": 23, "default": 17},
+        "exporter": {"enum": ["auto", "torchscript", "dynamo"], "default": "auto"},
+        "output_names": {"type": ["array", "null"], "items": {"type": "string"}, "default": None,
+                         "description": "default: the model's output keys (dotted paths for nested "
+                                        "outputs), else output, or output_0, output_1, ..."},
+        "dynamic": {"type": "boolean", "default": True,
+                    "description": "keep the named dims of `inputs` dynamic"},
+    }
+    libraries = ("torch", "numpy", "onnx", "onnxscript", "onnx_ir", "protobuf", "ml_dtypes")
+    consumes = ("exported_program", "torchscript", "model")
+    provides = ("onnx",)
+
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        import onnx
+
+        from qntz.capture.determinism import portable_onnx
+        from qntz.core.scratch import scratch
+        from qntz.runtime.onnxinfo import describe
+
+        source = _pick_source(ctx)
+        exporter = ctx.params["exporter"]
+        if exporter == "auto":
+            exporter = "dynamo" if "exported_program" in source.provides else "torchscript"
+        if exporter == "torchscript" and "exported_program" in source.provides:
+            raise PipelineError("an ExportedProgram can only be exported with `exporter: dynamo`",
+                                where=ctx.where, hint="set exporter: dynamo (or auto)")
+        path = ctx.out / "model.onnx"
+        try:
+            with quiet(*EXPORTER_LOGGERS), scratch(ctx, "onnx-"):
+                _export(ctx, source, exporter, path)
+            portable_onnx(path, ctx.pipeline.root)
+            onnx.checker.check_model(str(path), full_check=False)
+        except PipelineError:
+            raise
+        except Exception as exc:
+            raise ctx.fail(f"ONNX export ({exporter}, opset {ctx.params['opset']}) failed: "
+                           f"{first_line(exc)}",
+                           hint="try another opset or `exporter:`, or run preflight to find "
+                           "the operator") from exc
+        facts = describe(path)
+        if facts["opset"] != ctx.params["opset"]:
+            raise ctx.fail(f"asked for opset {ctx.params['opset']}, the {exporter} exporter "
+                           f"wrote opset {facts['opset']} (it could not convert down)",
+                           hint=f"set opset: {facts['opset']}, or exporter: torchscript")
+        return {"exporter": exporter, **facts}
+
+
+def _pick_source(ctx: StepContext) -> Any:
+    for what in ("exported_program", "torchscript", "model"):
+        found = [a for a in ctx.inputs.values() if what in a.provides]
+        if found:
+            return found[-1]
+    return ctx.input_providing("model")
+
+
+def _export(ctx: StepContext, source: Any, exporter: str, path: Path) -> None:
+    import torch
+
+    from qntz.core.inputs import capture_example
+    from qntz.runtime.torchio import dynamic_shapes, export_call, output_names, to_torch
+
+    inputs = ctx.pipeline.inputs
+    if "exported_program" in source.provides:
+        model: Any = torch.export.load(str(source.file("model.pt2")))
+    elif "torchscript" in source.provides:
+        model = torch.jit.load(str(source.file("model.pt")))
+    else:
+        model = ctx.live_model()
+    example = capture_example(inputs)
+    with torch.no_grad():
+        runnable = model.module() if hasattr(model, "graph_signature") else model
+        args, kwargs = to_torch(example, inputs, runnable)
+        found = output_names(runnable(*args, **kwargs))
+    names = ctx.params["output_names"] or _names_from(source, len(found)) or found
+    args, kwargs, order = export_call(example, inputs, model)
+    common = {"opset_version": ctx.params["opset"], "input_names": order,
+              "output_names": names, "kwargs": kwargs}
+    dynamic = ctx.params["dynamic"]
+    if exporter == "torchscript":
+        axes = {n: s.dynamic_axes for n, s in inputs.items() if s.dynamic_axes} if dynamic else None
+        torch.onnx.export(model, args, str(path), dynamo=False, dynamic_axes=axes, **common)
+    else:
+        is_program = hasattr(model, "graph_signature")
+        shapes = dynamic_shapes(inputs, model) if dynamic and not is_program else None
+        torch.onnx.export(model, args, str(path), dynamo=True, dynamic_shapes=shapes,
+                          external_data=False, verbose=False, **common)
+
+
+def _names_from(source: Any, count: int) -> list[str] | None:
+    """The eager model's output names, as the capture step recorded them (a traced model
+    returns a plain tuple where eager returned a dict or a ModelOutput)."""
+    names = source.summary.get("output_names")
+    return names if names and len(names) == count else None

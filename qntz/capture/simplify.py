@@ -1,0 +1,84 @@
+"""`simplify`: constant folding and graph cleanup with onnxsim (or onnxslim), then checked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qntz.core.errors import first_line
+from qntz.core.step import Step, StepContext
+
+
+class Simplify(Step):
+    kind = "simplify"
+    version = 1
+    help = "simplify the ONNX graph, then check it against its input on random data"
+    params = {
+        "backend": {"enum": ["onnxsim", "onnxslim"], "default": "onnxsim"},
+        "check": {"type": "integer", "minimum": 0, "default": 3,
+                  "description": "random inputs on which the result must match its input"},
+        "atol": {"type": "number", "minimum": 0, "default": 1e-5},
+        "rtol": {"type": "number", "minimum": 0, "default": 1e-4},
+    }
+    libraries = ("onnx", "onnxruntime", "numpy", "protobuf", "ml_dtypes", "onnxsim", "onnx_ir",
+                 "torch", "onnxslim")  # onnxsim imports onnx_ir and torch
+    consumes = ("onnx",)
+    provides = ("onnx",)
+
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        import onnx
+
+        from qntz.runtime.onnxinfo import describe
+
+        source = ctx.input_providing("onnx").file("model.onnx")
+        backend = ctx.params["backend"]
+        model = onnx.load(str(source))
+        try:
+            simplified = _simplify(model, backend)
+        except Exception as exc:
+            raise ctx.fail(f"{backend} failed: {first_line(exc)}",
+                           hint="try `backend: onnxslim`, or drop this step") from exc
+        target = ctx.out / "model.onnx"
+        onnx.save(simplified, str(target))
+        worst = _check(ctx, source, target)
+        before = describe(source)
+        after = describe(target)
+        return {"backend": backend, "nodes_before": before["nodes"], "nodes": after["nodes"],
+                "ops": after["ops"], "bytes": after["bytes"], "check_max_abs": worst,
+                "inputs": after["inputs"], "outputs": after["outputs"], "opset": after["opset"]}
+
+
+def _simplify(model: Any, backend: str) -> Any:
+    if backend == "onnxslim":
+        import onnxslim
+
+        return onnxslim.slim(model)
+    import onnxsim
+
+    simplified, _ = onnxsim.simplify(model, check_n=0)
+    return simplified
+
+
+def _check(ctx: StepContext, before: Any, after: Any) -> float:
+    """Largest difference between the graphs on random inputs of several sizes."""
+    import numpy as np
+
+    from qntz.core.inputs import evaluation_samples
+    from qntz.runtime.ortrun import run, session
+
+    runs = ctx.params["check"]
+    if not runs:
+        return 0.0
+    old, new = session(before), session(after)
+    worst = 0.0
+    for label, feed in evaluation_samples(ctx.pipeline.inputs, 1, seed=7)[:runs]:
+        for a, b in zip(run(old, feed), run(new, feed)):
+            if a.shape != b.shape or not np.allclose(b, a, ctx.params["atol"], ctx.params["rtol"],
+                                                     equal_nan=True):
+                diff = float(np.max(np.abs(a.astype(np.float64) - b))) if a.shape == b.shape \
+                    else float("inf")
+                raise ctx.fail(f"the simplified model differs from its input on {label} "
+                               f"(max abs {diff:.3g})",
+                               hint="try the other backend, or drop this step")
+            if a.size:
+                worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b))))
+    return worst

@@ -1,0 +1,1 @@
+"""Comparing artifacts against the PyTorch model: runners, evaluation, reports."""

@@ -1,0 +1,200 @@
+"""The work of `compare`: reference outputs, candidate outputs, statistics and latency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from qntz.compare.runners import (
+    NotRunnable,
+    Runner,
+    artifact_kind,
+    onnx_runner,
+    runner_for,
+    torch_runner,
+)
+from qntz.core.cache import Artifact
+from qntz.core.inputs import evaluation_samples, generate_feed, opt_sizes
+from qntz.core.step import StepContext
+from qntz.runtime.metrics import OutputStats, latency_ms
+
+Samples = list[tuple[str, dict[str, np.ndarray]]]
+
+
+def evaluate(ctx: StepContext) -> dict[str, Any]:
+    params = ctx.params
+    samples = _samples(ctx)
+    ref_id = params["reference"] or _load_id(ctx)
+    reference, ref_label = _reference(ctx)
+    ctx.report(f"reference {ref_label} on {len(samples)} inputs")
+    expected = [reference(feed) for _, feed in samples]
+    exact = _float64_reference(ctx) if params["reference"] is None else None
+    timing_feed = _timing_feed(ctx)
+    ref_latency = _time(reference, timing_feed, params)
+    names = getattr(reference, "names", None) or next(
+        (list(a.summary["outputs"]) for a in ctx.inputs.values()
+         if "onnx" in a.provides and a.summary.get("outputs")), [])
+    candidates = []
+    for step_id, artifact in ctx.inputs.items():
+        if step_id == ref_id or artifact_kind(artifact) is None:
+            continue
+        ctx.report(f"candidate {step_id}")
+        row = _candidate(ctx, artifact, samples, expected, timing_feed, names, exact)
+        if row.get("latency_ms") and ref_latency:
+            row["speedup"] = ref_latency["median"] / row["latency_ms"]["median"]
+        candidates.append(row)
+    _speedups_vs_source(ctx, candidates)
+    return {"reference": {"id": ref_id, "runs": ref_label,
+                          "latency_ms": ref_latency},
+            "samples": [label for label, _ in samples],
+            "tolerance": {k: params[k] for k in ("metric", "atol", "rtol", "scale")},
+            "candidates": candidates,
+            "passed": all(c["status"] in ("pass", "not run") for c in candidates)}
+
+
+def _speedups_vs_source(ctx: StepContext, candidates: list[dict[str, Any]]) -> None:
+    """An optimized candidate (quantize, tensorrt) against the float model it came from."""
+    rows = {c["id"]: c for c in candidates}
+    for row in candidates:
+        source = ctx.inputs[row["id"]].summary.get("source")
+        if source is None:
+            continue
+        row["source"] = source
+        mine, theirs = row.get("latency_ms"), rows.get(source, {}).get("latency_ms")
+        if mine and theirs:
+            row["speedup_vs_source"] = theirs["median"] / mine["median"]
+            # within 5% of the float model is noise, not an optimization worth its risk
+            row["not_faster_than_source"] = row["speedup_vs_source"] < 1.05
+
+
+def _load_id(ctx: StepContext) -> str:
+    return next(sid for sid, a in ctx.inputs.items() if "model" in a.provides)
+
+
+def _samples(ctx: StepContext) -> Samples:
+    inputs, params = ctx.pipeline.inputs, ctx.params
+    if params["data"]:
+        from qntz.core.data import load_dataset
+        feeds = load_dataset(ctx.pipeline, params["data"], None)
+        return [(f"{params['data']}#{i}", feed) for i, feed in enumerate(feeds)]
+    if not params["sizes"]:
+        return evaluation_samples(inputs, params["samples"], params["seed"])
+    rng = np.random.default_rng(params["seed"])
+    out: Samples = []
+    for sizes in params["sizes"]:
+        full = {**opt_sizes(inputs), **sizes}
+        label = ",".join(f"{d}={v}" for d, v in full.items())
+        for draw in range(params["samples"]):
+            out.append((f"{label} random#{draw}", generate_feed(inputs, full, rng)))
+    return out
+
+
+def _timing_feed(ctx: StepContext) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(ctx.params["seed"] + 1)
+    sizes = opt_sizes(ctx.pipeline.inputs)
+    return generate_feed(ctx.pipeline.inputs, sizes, rng)
+
+
+def _reference(ctx: StepContext) -> tuple[Runner, str]:
+    chosen = ctx.params["reference"]
+    if chosen is not None:
+        runner, _ = runner_for(ctx.inputs[chosen], ctx.pipeline.inputs)
+        return runner, f"{chosen} ({artifact_kind(ctx.inputs[chosen])})"
+    load = ctx.inputs[_load_id(ctx)]
+    if "onnx" in load.provides:
+        runner, _ = onnx_runner(load.file("model.onnx"))
+        return runner, "the source ONNX model on ONNX Runtime"
+    return torch_runner(ctx.live_model(), ctx.pipeline.inputs), "PyTorch eager"
+
+
+def _float64_reference(ctx: StepContext) -> Any:
+    """The eager model in float64, run (once per input, when a rule asks) to tell the
+    float32 reference's own rounding error; None when the reference is not a torch model."""
+    load = ctx.inputs[_load_id(ctx)]
+    if "onnx" in load.provides:
+        return None
+    memo: dict[int, list[np.ndarray] | None] = {}
+    model: list[Any] = []
+
+    def exact(feed: dict[str, np.ndarray], index: int) -> np.ndarray | None:
+        if id(feed) not in memo:
+            memo[id(feed)] = _run_float64(ctx, model, feed)
+        outputs = memo[id(feed)]
+        return outputs[index] if outputs is not None and index < len(outputs) else None
+
+    return exact
+
+
+def _run_float64(ctx: StepContext, model: list[Any], feed: dict[str, np.ndarray]
+                 ) -> list[np.ndarray] | None:
+    import copy
+
+    try:
+        if not model:
+            model.append(copy.deepcopy(ctx.live_model()).double())
+        wide = {n: a.astype(np.float64) if np.issubdtype(a.dtype, np.floating) else a
+                for n, a in feed.items()}
+        return torch_runner(model[0], ctx.pipeline.inputs)(wide)
+    except Exception:  # a model that cannot run in float64 just lacks this rule
+        return None
+
+
+def _time(runner: Runner, feed: dict[str, np.ndarray], params: dict[str, Any]) -> Any:
+    if not params["iterations"]:
+        return None
+    return latency_ms(lambda: runner(feed), params["iterations"], params["warmup"])
+
+
+def _tolerance(ctx: StepContext, step_id: str, output: str) -> dict[str, Any]:
+    """Settings for one output of one candidate: step-wide, then per candidate, per output."""
+    params = ctx.params
+    tol = {k: params[k] for k in ("atol", "rtol", "metric", "threshold", "scale")}
+    for override in (params["tolerances"].get(step_id, {}), params["outputs"].get(output, {})):
+        if "metric" not in override and ({"atol", "rtol"} & set(override)) \
+                and tol["metric"] == "auto":
+            tol["metric"] = "allclose"  # a tolerance written out is the bar
+        tol.update(override)
+    if tol["metric"] == "auto" and (params["atol"] is not None or params["rtol"] is not None):
+        tol["metric"] = "allclose"
+    return tol
+
+
+def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
+               expected: list[list[np.ndarray]], timing_feed: dict[str, np.ndarray],
+               default_names: list[str], exact: Any = None) -> dict[str, Any]:
+    step_id, kind = artifact.step_id, artifact_kind(artifact)
+    row: dict[str, Any] = {"id": step_id, "artifact": kind}
+    try:
+        runner, names = runner_for(artifact, ctx.pipeline.inputs)
+        names = names or default_names
+    except NotRunnable as exc:
+        return {**row, "status": "not run", "reason": f"{step_id} ({kind}) not run: {exc}"}
+    stats: list[OutputStats] = []
+    for (label, feed), want in zip(samples, expected):
+        try:
+            got = runner(feed)
+        except Exception as exc:  # a candidate that crashes is a finding, not a qntz bug
+            message = " ".join(str(exc).split())[:240]
+            return {**row, "status": "error",
+                    "reason": f"{step_id} ({kind}) failed to run on {label}: "
+                              f"{type(exc).__name__}: {message}"}
+        if len(got) != len(want):
+            return {**row, "status": "fail", "reason": f"{step_id} ({kind}) returned "
+                    f"{len(got)} outputs, the reference {len(want)}"}
+        if not stats:
+            names = names if len(names) == len(want) else [f"output_{i}" for i in range(len(want))]
+            stats = [OutputStats(n, **_tolerance(ctx, step_id, n)) for n in names]
+        for index, (stat, g, w) in enumerate(zip(stats, got, want)):
+            truth = (lambda i=index, f=feed: exact(f, i)) if exact else None
+            stat.add(label, np.asarray(g), np.asarray(w), truth)
+    row["outputs"] = [s.as_dict() for s in stats]
+    row["max_abs"] = max((s.max_abs for s in stats), default=0.0)
+    row["cosine_min"] = min((s.cosine_min for s in stats), default=1.0)
+    row["top1"] = stats[0].top1 if stats else None
+    row["latency_ms"] = _time(runner, timing_feed, ctx.params)
+    bad = [s for s in stats if not s]
+    if not bad:
+        return {**row, "status": "pass", "reason": ""}
+    return {**row, "status": "fail",
+            "reason": f"{step_id} ({kind}) output '{bad[0].name}': {bad[0].verdict()}"}

@@ -1,0 +1,120 @@
+"""`compare`: every candidate against the reference, on inputs unlike the capture example."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from qntz.core.errors import PipelineError
+from qntz.core.inputs import MAX_ELEMENTS
+from qntz.core.schema import MAX_SAMPLES
+from qntz.core.step import Step, StepContext
+
+if TYPE_CHECKING:
+    from qntz.core.hashing import FileDigests
+    from qntz.core.pipeline import Pipeline, StepSpec
+
+METRIC = {"enum": ["auto", "allclose", "top1", "cosine"],
+          "description": "what decides pass: auto (per input: allclose at 1e-4/1e-3, or both "
+          "sides near zero, or max abs error within `scale` of the reference's RMS), "
+          "allclose (atol/rtol only), top1 agreement or mean cosine at least `threshold`; "
+          "setting atol or rtol means allclose"}
+THRESHOLD = {"type": "number", "minimum": 0, "maximum": 1}
+SCALE = {"type": "number", "minimum": 0, "maximum": 1,
+         "description": "auto: max abs error allowed as a fraction of the reference's RMS"}
+TOLERANCE = {"type": "object", "additionalProperties": False,
+             "properties": {"atol": {"type": "number", "minimum": 0},
+                            "rtol": {"type": "number", "minimum": 0},
+                            "metric": METRIC, "threshold": THRESHOLD, "scale": SCALE}}
+
+
+class Compare(Step):
+    kind = "compare"
+    version = 3  # metric auto judges each output by its scale; outputs named by their keys
+    help = "run the reference and every candidate on fresh inputs; fail beyond tolerance"
+    params = {
+        "reference": {"type": ["string", "null"], "default": None,
+                      "description": "step whose model is the reference (default: the model)"},
+        "atol": {"type": ["number", "null"], "minimum": 0, "default": None,
+                 "description": "absolute tolerance (default 1e-4 under metric auto)"},
+        "rtol": {"type": ["number", "null"], "minimum": 0, "default": None,
+                 "description": "relative tolerance (default 1e-3 under metric auto)"},
+        "metric": {**METRIC, "default": "auto"},
+        "threshold": {**THRESHOLD, "default": 0.99},
+        "scale": {**SCALE, "default": 1e-3},
+        "tolerances": {"type": "object", "default": {}, "additionalProperties": TOLERANCE,
+                       "description": "per candidate step id: {atol, rtol, metric, threshold, "
+                                      "scale}"},
+        "outputs": {"type": "object", "default": {}, "additionalProperties": TOLERANCE,
+                    "description": "per output name (dict keys, dotted for nested outputs): "
+                                   "{atol, rtol, metric, threshold, scale}"},
+        "data": {"type": ["string", "null"], "default": None,
+                 "description": "compare on this dataset instead of generated inputs"},
+        "samples": {"type": "integer", "minimum": 1, "maximum": MAX_SAMPLES, "default": 2,
+                    "description": "random draws per size variant"},
+        "sizes": {"type": ["array", "null"], "default": None, "maxItems": 64,
+                  "items": {"type": "object", "additionalProperties": {
+                      "type": "integer", "minimum": 1, "maximum": MAX_ELEMENTS}},
+                  "description": "dim sizes to test, e.g. [{batch: 1}, {batch: 16}]"},
+        "seed": {"type": "integer", "minimum": 0, "default": 1000},
+        "require": {"type": "array", "items": {"type": "string"}, "default": [],
+                    "description": "candidates that must run here: a 'not run' row fails"},
+        "iterations": {"type": "integer", "minimum": 0, "maximum": MAX_SAMPLES, "default": 20,
+                       "description": "timed runs per model for latency (0: no timing)"},
+        "warmup": {"type": "integer", "minimum": 0, "maximum": MAX_SAMPLES, "default": 3},
+    }
+    libraries = ("torch", "onnxruntime", "numpy")
+    consumes_model = True
+    consumes = ("torchscript", "exported_program", "onnx", "engine")
+
+    @classmethod
+    def check(cls, step: StepSpec, pipeline: Pipeline) -> None:
+        for name in [*step.params["tolerances"], *step.params["require"]]:
+            if name not in step.needs:
+                raise PipelineError(
+                    f"step '{step.id}': '{name}' is named in tolerances or require, but it is "
+                    "not compared", where=pipeline.where(*step.at),
+                    hint=f"use one of its needs: {', '.join(step.needs)}")
+        if step.params["data"]:
+            from qntz.core.data import dataset_spec
+            dataset_spec(pipeline, step.params["data"], pipeline.where(*step.at, "data"))
+        ref = step.params["reference"]
+        if ref is not None and ref not in step.needs:
+            raise PipelineError(f"step '{step.id}': reference '{ref}' is not in its needs",
+                                where=pipeline.where(*step.at, "reference"),
+                                hint=f"add '{ref}' to `needs`")
+
+    @classmethod
+    def key_extras(cls, step: StepSpec, pipeline: Pipeline, digests: FileDigests) -> dict:
+        from qntz.core.data import data_digest
+
+        name = step.params["data"]
+        return {"data": data_digest(pipeline, name, digests)} if name else {}
+
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        from qntz.compare.evaluate import evaluate
+        from qntz.compare.report import markdown, split_timing
+        from qntz.core.scratch import scratch
+
+        with scratch(ctx, "compare-"):  # engine runtimes leave files in TMPDIR
+            report = evaluate(ctx)
+        lasting, timing = split_timing(report)
+        (ctx.out / "report.json").write_text(json.dumps(lasting, indent=1))
+        (ctx.out / "latency.json").write_text(json.dumps(timing, indent=1))
+        (ctx.out / "report.md").write_text(markdown(report, ctx.pipeline.name))  # shows latency
+        failed = [c for c in report["candidates"] if c["status"] in ("fail", "error")
+                  or (c["status"] == "not run" and c["id"] in ctx.params["require"])]
+        summary: dict[str, Any] = {"passed": not failed, "candidates": [
+            {k: c.get(k) for k in ("id", "artifact", "status", "reason", "latency_ms", "speedup",
+                                   "speedup_vs_source", "source", "not_faster_than_source",
+                                   "max_abs", "cosine_min", "top1")}
+            for c in report["candidates"]],
+            "reference": report["reference"], "volatile": ["latency.json", "report.md"]}
+        unverified = [c["id"] for c in report["candidates"] if c["status"] == "not run"]
+        if unverified:
+            summary["unverified"] = unverified
+        if failed:
+            summary["failed"] = "; ".join(
+                c["reason"] + (" (required by `require`)" if c["status"] == "not run" else "")
+                for c in failed)
+        return summary

@@ -1,0 +1,270 @@
+"""Content-addressed store of step outputs: one writer per key, atomic commits, verified.
+
+An entry is `<root>/entries/<key[:2]>/<key>/` holding the step's files and a manifest
+written last. Anything short of a complete entry whose manifest is well formed and whose
+files match their digests is a miss, never an input. A step is built in
+`<root>/tmp/<key>-<pid>-<random>/` while its key's file lock is held, and renamed into
+place; whoever waits on the lock finds the entry and reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from qntz.core.hashing import FileDigests, digest_value
+
+MANIFEST = "qntz-manifest.json"
+READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A committed step output: a folder of files plus what they are."""
+
+    step_id: str
+    key: str
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def provides(self) -> list[str]:
+        return self.manifest["provides"]
+
+    @property
+    def digest(self) -> str:
+        """Digest of the lasting content (volatile files left out): what downstream keys use."""
+        return self.manifest["digest"]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.manifest.get("summary", {})
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def files(self) -> dict[str, str]:
+        """Every stored file and its digest, volatile ones included."""
+        return self.manifest["files"]
+
+    def lasting_files(self) -> dict[str, str]:
+        """The files that are the same on every run with the same key (what the lock records)."""
+        volatile = set(self.manifest.get("volatile", []))
+        return {n: d for n, d in self.files().items() if n not in volatile}
+
+
+class DigestMismatch(ValueError):
+    """Files handed to `commit` are not the ones their manifest names."""
+
+
+class Cache:
+    def __init__(self, root: Path, digests: FileDigests):
+        self.root = root
+        self.digests = digests
+
+    def entry_dir(self, key: str) -> Path:
+        return self.root / "entries" / key[:2] / key
+
+    # -- reading: no side effects --------------------------------------------------------
+    def lookup(self, step_id: str, key: str, strict: bool = False
+               ) -> tuple[Artifact | None, str | None]:
+        """The entry for `key`, or None and why it cannot be used (None when simply absent).
+
+        `strict` re-reads every file; otherwise unchanged size, mtime and inode are trusted.
+        """
+        path = self.entry_dir(key)
+        if not path.is_dir():
+            return None, None
+        manifest, problem = _read_manifest(path, key)
+        if manifest is None:
+            return None, f"cache entry {problem}, rebuilding"
+        problem = self._check_files(path, manifest, strict)
+        if problem:
+            return None, f"cache entry corrupt ({problem}), rebuilding"
+        return Artifact(step_id, key, path, manifest), None
+
+    def _check_files(self, path: Path, manifest: dict[str, Any], strict: bool) -> str | None:
+        for name, expected in manifest["files"].items():
+            target = path / name
+            if not target.is_file():
+                return f"{name} missing"
+            try:
+                if self.digests.of(target, trust_stat=not strict) != expected:
+                    return f"{name} changed"
+            except OSError as exc:
+                return f"{name} unreadable: {exc.strerror}"
+        return None
+
+    def keys(self) -> Iterator[str]:
+        entries = self.root / "entries"
+        if entries.is_dir():
+            for path in sorted(entries.glob("*/*")):
+                if path.is_dir() and is_key(path.name):
+                    yield path.name
+
+    # -- writing: under the key's lock ---------------------------------------------------
+    @contextmanager
+    def locked(self, key: str, waiting: Any = None) -> Iterator[None]:
+        """Hold the key's file lock; `waiting()` is called once if another process has it."""
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self._lock_path(key)))
+        try:
+            lock.acquire(timeout=0.2)
+        except Timeout:
+            if waiting is not None:
+                waiting()
+            lock.acquire()
+        try:
+            self._sweep(key)
+            yield
+        finally:
+            lock.release()
+
+    def is_locked(self, key: str) -> bool:
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self._lock_path(key)))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return True
+        lock.release()
+        return False
+
+    def _lock_path(self, key: str) -> Path:
+        folder = self.root / "locks" / key[:2]
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{key}.lock"
+
+    def _sweep(self, key: str) -> None:
+        """Temp folders of this key are leftovers of a killed process: we hold its lock."""
+        for leftover in (self.root / "tmp").glob(f"{key}-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def workspace(self, key: str) -> Path:
+        """A fresh folder for one build: `out/` becomes the entry, `scratch/` is thrown away."""
+        path = self.root / "tmp" / f"{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        (path / "out").mkdir(parents=True)
+        (path / "scratch").mkdir()
+        return path
+
+    def commit(self, step_id: str, key: str, workspace: Path, provides: list[str],
+               summary: dict[str, Any], record: dict[str, Any],
+               expected: dict[str, str] | None = None) -> Artifact:
+        """Move a finished build into place. Call with the key's lock held.
+
+        A valid entry already there (a forced re-run that produced the same content, or a
+        process that raced without the lock) is kept; a corrupt one is replaced. With
+        `expected` (files downloaded against a manifest), any other content is refused.
+        """
+        out = workspace / "out"
+        manifest = self._manifest(key, out, provides, summary, record)
+        if expected is not None and manifest["files"] != expected:
+            wrong = sorted(set(expected) ^ set(manifest["files"]) | {
+                n for n in expected if manifest["files"].get(n) != expected[n]})
+            raise DigestMismatch(f"{wrong[0]} does not match its digest")
+        target = self.entry_dir(key)
+        existing, _ = self.lookup(step_id, key, strict=True)
+        if existing is not None and existing.digest == manifest["digest"]:
+            self.discard(workspace)
+            return existing
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            self._retire(target)
+        for name in manifest["files"]:
+            os.chmod(out / name, READ_ONLY)  # an out/ hard link edited in place would be noticed
+        os.replace(out, target)
+        self.discard(workspace)
+        for name, digest in manifest["files"].items():  # renamed, not changed: no re-reading
+            self.digests.remember(target / name, digest)
+        return Artifact(step_id, key, target, manifest)
+
+    def _manifest(self, key: str, out: Path, provides: list[str], summary: dict[str, Any],
+                  record: dict[str, Any]) -> dict[str, Any]:
+        files = {p.relative_to(out).as_posix(): self.digests.of(p, trust_stat=False)
+                 for p in sorted(out.rglob("*")) if p.is_file()}
+        volatile = sorted(set(summary.pop("volatile", None) or []) & set(files))
+        lasting = {n: d for n, d in files.items() if n not in volatile}
+        manifest = {"key": key, "files": files, "volatile": volatile,
+                    "digest": digest_value(lasting), "provides": provides, "summary": summary,
+                    "record": record}
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        return manifest
+
+    def remove(self, key: str) -> None:
+        """Drop an entry (corrupt, or collected). Call with the key's lock held."""
+        target = self.entry_dir(key)
+        if target.exists():
+            self._retire(target)
+
+    def _retire(self, target: Path) -> None:
+        """Rename out of the way first, so no reader sees a half-deleted entry."""
+        trash = self.root / "tmp" / f"{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.old"
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(target, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def discard(self, workspace: Path) -> None:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+    def clear(self) -> int:
+        count = sum(1 for _ in self.keys())
+        shutil.rmtree(self.root, ignore_errors=True)
+        return count
+
+
+def is_key(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def _read_manifest(path: Path, key: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The manifest if it is complete and well formed, else None and what is wrong."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        return None, "incomplete (no manifest)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return None, "unreadable (manifest is not JSON)"
+    problem = manifest_problem(manifest, key)
+    return (None, f"malformed ({problem})") if problem else (manifest, None)
+
+
+def manifest_problem(manifest: Any, key: str) -> str | None:
+    if not isinstance(manifest, dict):
+        return "manifest is not an object"
+    files, volatile = manifest.get("files"), manifest.get("volatile", [])
+    if manifest.get("key") != key:
+        return "manifest names another key"
+    if not isinstance(files, dict) or not all(
+            _safe_name(n) and isinstance(d, str) for n, d in files.items()):
+        return "bad file list"
+    if not isinstance(volatile, list) or not set(volatile) <= set(files):
+        return "bad volatile list"
+    if not isinstance(manifest.get("provides"), list) or not all(
+            isinstance(p, str) for p in manifest["provides"]):
+        return "bad provides"
+    if not isinstance(manifest.get("summary", {}), dict) or not isinstance(
+            manifest.get("record", {}), dict):
+        return "bad summary or record"
+    lasting = {n: d for n, d in files.items() if n not in volatile}
+    if manifest.get("digest") != digest_value(lasting):
+        return "digest does not match the file list"
+    return None
+
+
+def _safe_name(name: Any) -> bool:
+    """A relative path inside the entry: what lay-out may copy without leaving out/."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return False
+    parts = PurePosixPath(name).parts
+    return not PurePosixPath(name).is_absolute() and ".." not in parts and name != MANIFEST

@@ -1,0 +1,167 @@
+"""Step kinds and artifact runners, found through Python entry points.
+
+qntz's own kinds are registered the way a third party's are, in `pyproject.toml`:
+
+    [project.entry-points."qntz.steps"]
+    onnxruntime-optimize = "my_package.optimize:OrtOptimize"   # a `qntz.core.step.Step`
+
+    [project.entry-points."qntz.runners"]
+    engine = "my_package.runner:engine_runner"   # (artifact, inputs) -> (Runner, names)
+
+A runner is registered for what an artifact provides ("onnx", "engine", ...): `compare`
+runs every candidate through the runner of its type and never names a domain.
+
+The entry-point files are read here rather than through `importlib.metadata`, which alone
+costs 70 ms to import and scan: a third of what a fully cached run may take. Each kind's
+module is imported only when the kind is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from qntz.core.errors import PipelineError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from qntz.core.step import Step
+
+STEPS_GROUP, RUNNERS_GROUP = "qntz.steps", "qntz.runners"
+STEP_API_VERSION = 1
+"""Bumped when `Step` changes incompatibly; a kind may declare `api_version` it was written for."""
+
+Runner = Callable[["dict[str, np.ndarray]"], "list[np.ndarray]"]
+_lock = threading.Lock()
+
+
+class NotRunnable(Exception):
+    """This machine cannot run the artifact (e.g. no GPU for an engine); the reason says why."""
+
+
+def step_names() -> list[str]:
+    """Every registered kind's name, without importing any kind."""
+    return list(_entry_points(STEPS_GROUP))
+
+
+def step_kind(name: str) -> type[Step] | None:
+    """The kind registered as `name`, imported on first use; None when there is none."""
+    target = _entry_points(STEPS_GROUP).get(name)
+    if target is None:
+        return None
+    kind = _load(STEPS_GROUP, name, target)
+    if getattr(kind, "kind", None) != name:
+        raise PipelineError(f"the step kind registered as {name!r} ({target}) declares "
+                            f"kind {getattr(kind, 'kind', None)!r}",
+                            hint="make the entry point's name and the class's `kind` agree")
+    return kind
+
+
+def step_kinds() -> dict[str, type[Step]]:
+    """Every registered kind, imported."""
+    return {name: kind for name in step_names() if (kind := step_kind(name)) is not None}
+
+
+class _Kinds(Mapping[str, "type[Step]"]):
+    """The registry as a mapping: names come from the entry points, a kind is imported
+    when it is looked up."""
+
+    def __getitem__(self, name: str) -> type[Step]:
+        kind = step_kind(name)
+        if kind is None:
+            raise KeyError(name)
+        return kind
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(step_names())
+
+    def __len__(self) -> int:
+        return len(step_names())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in _entry_points(STEPS_GROUP)
+
+
+KINDS = _Kinds()
+
+
+def runner_factory(provides: list[str]) -> tuple[str, Callable[..., Any]] | None:
+    """The registered runner for the first type an artifact provides that has one."""
+    runners = _entry_points(RUNNERS_GROUP)
+    for what in provides:
+        if what in runners:
+            return what, _load(RUNNERS_GROUP, what, runners[what])
+    return None
+
+
+@cache
+def _load(group: str, name: str, target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    with _lock:
+        try:
+            obj: Any = importlib.import_module(module_name.strip())
+            for part in attr.strip().split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise PipelineError(f"the plugin {name!r} in group {group} ({target}) cannot be "
+                                f"loaded: {exc}",
+                                hint="reinstall the package that provides it") from exc
+    return obj
+
+
+@cache
+def _entry_points(group: str) -> dict[str, str]:
+    """name -> "module:attr" for `group`, the first distribution on sys.path winning."""
+    found: dict[str, str] = {}
+    seen: set[str] = set()
+    for folder in sys.path:
+        for dist_info, dist_name in _distributions(folder or "."):
+            if dist_name in seen:
+                continue
+            seen.add(dist_name)
+            for name, target in _read_group(os.path.join(dist_info, "entry_points.txt"), group):
+                found.setdefault(name, target)
+    if not found and group == STEPS_GROUP:
+        raise PipelineError("no step kinds are registered: qntz is not installed in this "
+                            "environment (its entry points are missing)",
+                            hint="install it: pip install -e . (or pip install qntz)")
+    return found
+
+
+def _distributions(folder: str) -> list[tuple[str, str]]:
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    return [(os.path.join(folder, n), _normalize(n.split("-")[0]))
+            for n in names if n.endswith((".dist-info", ".egg-info"))]
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _read_group(path: str, group: str) -> list[tuple[str, str]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return []
+    if f"[{group}]" not in text:
+        return []
+    section, pairs = None, []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line[1:-1].strip()
+        elif section == group and "=" in line and not line.startswith(("#", ";")):
+            name, _, target = line.partition("=")
+            pairs.append((name.strip(), target.strip()))
+    return pairs

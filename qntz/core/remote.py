@@ -1,0 +1,183 @@
+"""A shared remote cache through fsspec (`s3://…`, `gs://…`, a shared folder).
+
+The remote is content-addressed like DVC's: file contents under `files/<digest>`, and one
+manifest per key under `entries/<key[:2]>/<key>.json`, published last. A manifest names
+only files already uploaded, so an entry is complete the moment it is visible; concurrent
+pushes of the same key write the same blobs and an equivalent manifest. Everything pulled is
+re-hashed before it enters the local cache. Credentials come from wherever fsspec and its
+backends read them (environment, ~/.aws, instance roles), never from the pipeline.
+
+Configured by `QNTZ_REMOTE` or `remote:` in `<project root>/.qntz/config.yaml`; a remote
+that cannot be reached is a warning, and the run goes on locally.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from qntz.core.cache import Artifact, Cache, DigestMismatch, manifest_problem
+from qntz.core.errors import PipelineError
+
+
+class RemoteUnavailable(Exception):
+    """The remote could not be reached or refused an operation; the message says why."""
+
+
+def configured_remote(root: Path) -> str | None:
+    """The remote URL: `QNTZ_REMOTE` first, then `.qntz/config.yaml` under the project root."""
+    if os.environ.get("QNTZ_REMOTE"):
+        return os.environ["QNTZ_REMOTE"]
+    config = root / ".qntz" / "config.yaml"
+    if not config.is_file():
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(config.read_text()) or {}
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise PipelineError(f"cannot read the project config: {exc}", where=str(config),
+                            hint="write `remote: s3://bucket/path` (YAML)") from exc
+    url = data.get("remote") if isinstance(data, dict) else None
+    if url is not None and not isinstance(url, str):
+        raise PipelineError("`remote` must be a URL string", where=str(config),
+                            hint="e.g. remote: s3://bucket/qntz")
+    return url
+
+
+class Remote:
+    def __init__(self, url: str):
+        try:
+            import fsspec
+        except ImportError as exc:
+            raise RemoteUnavailable('the remote cache needs fsspec: pip install "qntz[s3]" '
+                                    "(or qntz[remote] for a shared folder)") from exc
+        try:
+            self.fs, self.base = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as exc:
+            raise RemoteUnavailable(f"cannot open remote {url}: {exc}") from exc
+        self.url = url
+
+    def _manifest_path(self, key: str) -> str:
+        return f"{self.base}/entries/{key[:2]}/{key}.json"
+
+    def _blob(self, digest: str) -> str:
+        return f"{self.base}/files/{digest[:2]}/{digest}"
+
+    def _call(self, what: str, function: Any, *args: Any) -> Any:
+        try:
+            return function(*args)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise RemoteUnavailable(f"{what} on {self.url} failed: {type(exc).__name__}: "
+                                    f"{' '.join(str(exc).split())[:200]}") from exc
+
+    def manifest(self, key: str) -> dict[str, Any] | None:
+        """The published manifest of `key`, or None (absent or malformed)."""
+        path = self._manifest_path(key)
+        try:
+            self.fs.invalidate_cache()
+            data = self._call("reading a manifest", self.fs.cat_file, path)
+        except FileNotFoundError:
+            return None
+        try:
+            manifest = json.loads(data)
+        except ValueError:
+            return None
+        return None if manifest_problem(manifest, key) else manifest
+
+    def has(self, key: str) -> bool:
+        return self.manifest(key) is not None
+
+    def push(self, artifact: Artifact) -> bool:
+        """Upload an entry: its files (each aside, then moved), then its manifest. False when
+        the remote already had it."""
+        if self.has(artifact.key):
+            return False
+        for name, digest in artifact.files().items():
+            blob = self._blob(digest)
+            if not self._call("checking a file", self.fs.exists, blob):
+                aside = f"{blob}.{uuid.uuid4().hex[:8]}.partial"
+                self._call("making a folder", self.fs.makedirs, blob.rsplit("/", 1)[0], True)
+                self._call("uploading", self.fs.put_file, str(artifact.file(name)), aside)
+                self._call("publishing", self.fs.mv, aside, blob)
+        path = self._manifest_path(artifact.key)
+        aside = f"{path}.{uuid.uuid4().hex[:8]}.partial"
+        self._call("making a folder", self.fs.makedirs, path.rsplit("/", 1)[0], True)
+        self._call("uploading a manifest", self.fs.pipe_file, aside,
+                   json.dumps(artifact.manifest, sort_keys=True).encode())
+        self._call("publishing a manifest", self.fs.mv, aside, path)
+        return True
+
+    def pull(self, cache: Cache, step_id: str, key: str) -> Artifact | None:
+        """Download `key` into the local cache, every file checked against its digest.
+        Call with the key's lock held. None when the remote has no complete entry."""
+        manifest = self.manifest(key)
+        if manifest is None:
+            return None
+        work = cache.workspace(key)
+        try:
+            for name, digest in manifest["files"].items():
+                target = work / "out" / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._call("downloading", self.fs.get_file, self._blob(digest), str(target))
+            summary = {**manifest.get("summary", {}), "volatile": manifest.get("volatile", [])}
+            return cache.commit(step_id, key, work, manifest["provides"], summary,
+                                manifest.get("record", {}), expected=manifest["files"])
+        except DigestMismatch as exc:  # hashed once, by the commit, before it is in place
+            raise RemoteUnavailable(f"entry {key[:16]} on {self.url}: {exc}") from exc
+        except FileNotFoundError as exc:
+            raise RemoteUnavailable(f"the entry {key[:16]} on {self.url} is incomplete "
+                                    f"({exc})") from exc
+        finally:
+            cache.discard(work)
+
+
+class RemoteLink:
+    """A run's use of the remote: each failure becomes one warning and ends the remote's
+    part in the run, which goes on locally."""
+
+    def __init__(self, url: str | None):
+        self.url = url
+        self.warnings: list[str] = []
+        self._remote: Remote | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Remote | None:
+        with self._lock:
+            if self.url is not None and self._remote is None:
+                try:
+                    self._remote = Remote(self.url)
+                except RemoteUnavailable as exc:
+                    self._give_up(exc)
+            return self._remote
+
+    def _give_up(self, exc: Exception) -> None:
+        self.warnings.append(f"remote cache {self.url}: {exc}; going on locally")
+        self.url, self._remote = None, None
+
+    def pull(self, cache: Cache, step_id: str, key: str) -> Artifact | None:
+        remote = self._get()
+        if remote is None:
+            return None
+        try:
+            return remote.pull(cache, step_id, key)
+        except RemoteUnavailable as exc:
+            with self._lock:
+                self._give_up(exc)
+            return None
+
+    def push(self, artifact: Artifact) -> None:
+        remote = self._get()
+        if remote is None:
+            return
+        try:
+            remote.push(artifact)
+        except (RemoteUnavailable, OSError) as exc:
+            with self._lock:
+                self._give_up(exc)

@@ -1,0 +1,352 @@
+"""Executing a plan: run stale steps (in parallel where the DAG allows), commit, lay out.
+
+Before anything runs, the entries that stale steps will consume are re-read and checked
+against their digests (a fully cached run trusts size, mtime and inode, as git does); a
+damaged one is dropped and rebuilt. Each step is built under its key's file lock, so
+concurrent runs build a step once and the others reuse it.
+"""
+
+from __future__ import annotations
+
+import errno
+import graphlib
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from qntz.core.cache import Artifact, Cache
+from qntz.core.errors import QntzError, StepFailed
+from qntz.core.hashing import FileDigests
+from qntz.core.lockfile import lock_path, merge_lock, merged, read_lock, step_entry
+from qntz.core.pipeline import Pipeline, provided_by
+from qntz.core.plan import StepState, key_record, plan, record_key
+from qntz.core.registry import KINDS
+from qntz.core.remote import RemoteLink
+from qntz.core.step import StepContext
+from qntz.core.workspace import Workspace, inside, lay_out, same_file
+
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+class Reporter(Protocol):
+    def started(self, step_id: str, kind: str) -> None: ...
+    def message(self, step_id: str, text: str) -> None: ...
+    def finished(self, result: StepResult) -> None: ...
+
+
+@dataclass
+class StepResult:
+    id: str
+    kind: str
+    state: str  # cached | pulled (from the remote cache) | ran | failed | skipped
+    seconds: float = 0.0
+    reason: str = ""
+    error: QntzError | None = None
+    artifact: Artifact | None = None
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.artifact.summary if self.artifact else {}
+
+
+
+@dataclass
+class Session:
+    pipeline: Pipeline
+    workspace: Workspace
+    remote: RemoteLink = field(default_factory=lambda: RemoteLink(None))
+    # steps this session may execute (None: all); the others must come from a cache
+    buildable: set[str] | None = None
+    digests: FileDigests = field(init=False)
+    cache: Cache = field(init=False)
+    _model: Any = field(default=None, init=False)
+    _model_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.digests = FileDigests(self.workspace.cache_dir / "file-digests.json")
+        self.cache = Cache(self.workspace.cache_dir, self.digests)
+
+    @property
+    def lock_path(self) -> Path:
+        return lock_path(self.pipeline.path)
+
+    @property
+    def out(self) -> Path:
+        return self.workspace.out(self.pipeline.name)
+
+    def read_lock(self) -> dict[str, Any]:
+        return read_lock(self.lock_path)
+
+    def status(self, only: list[str] | None = None) -> dict[str, StepState]:
+        """What is cached and what is stale, and why. Changes nothing but the stat cache."""
+        states, _ = plan(self.pipeline, self.pipeline.order(only), self.cache, self.read_lock())
+        self.digests.save()
+        return states
+
+    def live_model(self) -> Any:
+        """The model built once per session, for every step that needs it."""
+        with self._model_lock:
+            if self._model is None:
+                spec = next(s for s in self.pipeline.steps.values()
+                            if "model" in provided_by(s))
+                self._model = KINDS[spec.kind].build_model(spec.params, self.pipeline,
+                                                           self.pipeline.where(*spec.at))
+            return self._model
+
+    def run(self, reporter: Reporter, only: list[str] | None = None, force: bool = False,
+            jobs: int = 1, keep_going: bool = False) -> list[StepResult]:
+        order = self.pipeline.order(only)
+        forced = set(only or order) if force else set()
+        planned = self._verified_plan(order, forced)
+        results: dict[str, StepResult] = {}
+        artifacts: dict[str, Artifact] = {}
+        sorter = graphlib.TopologicalSorter({s: self.pipeline.steps[s].needs for s in order})
+        sorter.prepare()
+        stop = False
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            running: dict[Future, str] = {}
+            while sorter.is_active() and not (stop and not running):
+                if not stop:
+                    for sid in sorted(sorter.get_ready(), key=order.index):
+                        running[pool.submit(self._one, sid, artifacts, planned, forced,
+                                            reporter)] = sid
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    sid = running.pop(future)
+                    result = future.result()
+                    results[sid] = result
+                    if result.artifact is not None:
+                        artifacts[sid] = result.artifact
+                    if result.state == "failed" and not keep_going and not result.artifact:
+                        stop = True
+                    sorter.done(sid)
+        try:
+            self._publish(results)
+        finally:
+            self.digests.save()
+        return [results[s] for s in order if s in results]
+
+    def _verified_plan(self, order: list[str], forced: set[str]) -> dict[str, Artifact]:
+        """The cached entries, after re-reading every one a stale step will consume and
+        dropping the damaged ones (then planning again: what consumed them is stale now)."""
+        checked: set[str] = set()
+        while True:
+            states, found = plan(self.pipeline, order, self.cache, self.read_lock(), forced)
+            stale = [s for s in order if states[s].state != "cached"]
+            consumed = {n for s in stale for n in self.pipeline.steps[s].needs if n in found}
+            damaged = []
+            for sid in sorted(consumed - checked):
+                checked.add(sid)
+                if self.cache.lookup(sid, found[sid].key, strict=True)[0] is None:
+                    damaged.append(found[sid].key)
+            if not damaged:
+                return found
+            for key in damaged:
+                with self.cache.locked(key):
+                    if self.cache.lookup("", key, strict=True)[0] is None:
+                        self.cache.remove(key)
+
+    def _one(self, sid: str, artifacts: dict[str, Artifact], planned: dict[str, Artifact],
+             forced: set[str], reporter: Reporter) -> StepResult:
+        spec = self.pipeline.steps[sid]
+        missing = [n for n in spec.needs if n not in artifacts]
+        if missing:
+            result = StepResult(sid, spec.kind, "skipped", reason=f"{missing[0]} did not finish")
+            reporter.finished(result)
+            return result
+        inputs = {n: artifacts[n] for n in spec.needs}
+        if sid in planned and all(artifacts[n] is planned.get(n) for n in spec.needs):
+            result = StepResult(sid, spec.kind, "cached", artifact=planned[sid])
+        else:
+            result = self._cached_or_built(sid, inputs, sid in forced, reporter)
+        failed = result.summary.get("failed")
+        if failed and result.state != "failed":
+            result.state = "failed"
+            result.reason = f"{self.pipeline.path}: step '{sid}': {failed}"
+        reporter.finished(result)
+        return result
+
+    def _cached_or_built(self, sid: str, inputs: dict[str, Artifact], forced: bool,
+                         reporter: Reporter) -> StepResult:
+        """A step whose inputs were rebuilt: its new key may be cached, else build it."""
+        record = key_record(self.pipeline.steps[sid], self.pipeline, inputs, self.digests)
+        key = record_key(record)
+        artifact, _ = self.cache.lookup(sid, key)
+        if artifact is not None and not forced:
+            return StepResult(sid, self.pipeline.steps[sid].kind, "cached", artifact=artifact)
+        reporter.started(sid, self.pipeline.steps[sid].kind)
+        return self._build(sid, key, record, inputs, forced, reporter)
+
+    def _build(self, sid: str, key: str, record: dict[str, Any], inputs: dict[str, Artifact],
+               forced: bool, reporter: Reporter) -> StepResult:
+        """Under the key's lock: reuse what another process built meanwhile, else execute."""
+        def waiting() -> None:
+            reporter.message(sid, "waiting for another qntz process building it")
+
+        try:
+            with self.cache.locked(key, waiting):
+                artifact, problem = self.cache.lookup(sid, key, strict=True)
+                if artifact is not None and not forced:
+                    return StepResult(sid, self.pipeline.steps[sid].kind, "cached",
+                                      artifact=artifact)
+                if problem:
+                    self.cache.remove(key)
+                if not forced and (pulled := self.remote.pull(self.cache, sid, key)):
+                    return StepResult(sid, self.pipeline.steps[sid].kind, "pulled",
+                                      artifact=pulled)
+                if self.buildable is not None and sid not in self.buildable:
+                    error = StepFailed("not built: neither the local nor the remote cache has "
+                                       "it", where=f"{self.pipeline.path}: step '{sid}'",
+                                       hint="see the error of the task that should have built it")
+                    return StepResult(sid, self.pipeline.steps[sid].kind, "failed",
+                                      reason=str(error), error=error)
+                result = self._execute(sid, key, record, inputs, reporter)
+                if result.artifact is not None:
+                    self.remote.push(result.artifact)
+                return result
+        except OSError as exc:
+            error = self._world_error(sid, exc)
+            if error is None:
+                raise
+            return StepResult(sid, self.pipeline.steps[sid].kind, "failed", reason=str(error),
+                              error=error)
+
+    def _execute(self, sid: str, key: str, record: dict[str, Any], inputs: dict[str, Artifact],
+                 reporter: Reporter) -> StepResult:
+        spec = self.pipeline.steps[sid]
+        kind = KINDS[spec.kind]
+        work = self.cache.workspace(key)
+        ctx = StepContext(self.pipeline, spec, spec.params, work / "out", inputs,
+                          self.live_model, lambda text: reporter.message(sid, text),
+                          record["extras"], self.cache.root / "shared", work / "scratch")
+        start = time.perf_counter()
+        try:
+            summary = kind().run(ctx)
+            seconds = time.perf_counter() - start
+            summary = {**summary, "seconds": round(seconds, 3)}
+            provides = summary.pop("provides", None) or list(provided_by(spec))
+            artifact = self.cache.commit(sid, key, work, provides, summary, record)
+        except QntzError as exc:
+            return StepResult(sid, spec.kind, "failed", time.perf_counter() - start,
+                              str(exc), error=exc)
+        except Exception as exc:
+            error = self._world_error(sid, exc)
+            if error is None:
+                raise
+            return StepResult(sid, spec.kind, "failed", time.perf_counter() - start,
+                              str(error), error=error)
+        finally:
+            self.cache.discard(work)
+        return StepResult(sid, spec.kind, "ran", seconds, artifact=artifact)
+
+    def _world_error(self, sid: str, exc: BaseException) -> QntzError | None:
+        """A full disk or a read-only cache, wherever a library noticed it: one line."""
+        where = f"{self.pipeline.path}: step '{sid}'"
+        cause = _os_cause(exc)
+        if cause is not None and cause.errno in FULL_DISK or _no_space(self.cache.root):
+            return StepFailed(f"no space left on the device of {self.cache.root} "
+                              f"({_first(exc)})", where=where,
+                              hint="free some space (`qntz cache gc` removes what no lock "
+                              "file uses) or point QNTZ_CACHE at a larger disk")
+        if cause is not None and cause.errno in READ_ONLY:
+            path = cause.filename or self.cache.root
+            return StepFailed(f"cannot write {path}: {cause.strerror}", where=where,
+                              hint="make the cache writable, or point QNTZ_CACHE at a "
+                              "writable folder")
+        return None
+
+    def _publish(self, results: dict[str, StepResult]) -> None:
+        """Lay out outputs for people and record the lock file, under the pipeline's lock
+        (taken only when something is to change: a cached run stays cheap)."""
+        from qntz.core.hashing import digest_value
+
+        built = {sid: r.artifact for sid, r in results.items() if r.artifact is not None}
+        updates = {sid: step_entry(a.key, a.manifest["record"], a.lasting_files())
+                   for sid, a in built.items()}
+        _, changed = merged(self.lock_path, self.pipeline.name, list(self.pipeline.steps),
+                            updates)
+        if not changed and all(self._laid_out(a, self.out / s) for s, a in built.items()):
+            return
+        guard = self.cache.root / "locks" / f"out-{digest_value(str(self.out))[:32]}.lock"
+        try:
+            with _held(guard):
+                for sid, artifact in built.items():
+                    if not self._laid_out(artifact, self.out / sid):
+                        lay_out({n: artifact.file(n) for n in artifact.files()},
+                                self.out / sid, self.workspace.root / "out")
+                merge_lock(self.lock_path, self.pipeline.name, list(self.pipeline.steps),
+                           updates)
+        except OSError as exc:
+            raise QntzError(f"cannot lay out outputs in {self.out}: {_first(exc)}",
+                            where=str(self.pipeline.path),
+                            hint="free some space or make out/ writable; the cache is intact, "
+                            "a re-run lays them out") from exc
+
+    def _laid_out(self, artifact: Artifact, target: Path) -> bool:
+        """`target` (in out/) holds exactly the entry's files, each the same file or content."""
+        inside(self.workspace.root / "out", target)
+        return target.is_dir() and all(
+            same_file(target / n, artifact.file(n), self.digests, d)
+            for n, d in artifact.files().items())
+
+@contextmanager
+def _held(path: Path) -> Iterator[None]:
+    """A file lock between processes; without a writable cache (a read-only one serving a
+    cached run) only this process's threads are kept apart."""
+    from filelock import FileLock
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock: Any = FileLock(str(path))
+        lock.acquire()
+    except OSError:
+        lock = _LOCAL
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+_LOCAL = threading.Lock()
+
+
+def _os_cause(exc: BaseException) -> OSError | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _no_space(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False
+
+
+def _first(exc: BaseException) -> str:
+    from qntz.core.errors import first_line
+
+    return first_line(exc, 160)
+
+
+def open_session(pipeline: Pipeline, remote: bool = True) -> Session:
+    """The pipeline's session in its project (cache and outputs under the project root,
+    the remote cache its config names unless `remote` is False)."""
+    from qntz.core.remote import configured_remote
+
+    workspace = Workspace.of(pipeline.path.parent)
+    url = configured_remote(workspace.root) if remote else None
+    return Session(pipeline, workspace, RemoteLink(url))

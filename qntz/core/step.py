@@ -1,0 +1,130 @@
+"""What every step kind is: parameters with a schema, a version, and one `run`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from qntz.core.errors import StepFailed
+
+if TYPE_CHECKING:
+    from qntz.core.cache import Artifact
+    from qntz.core.pipeline import Pipeline, StepSpec
+
+
+class Step:
+    """A step kind. Constructing one does nothing; `run` does all the work.
+
+    `params` is a JSON Schema "properties" mapping with a `default` for every optional
+    parameter: one source for validation, editor completion and the defaults that are
+    filled in before hashing.
+
+    `run` writes into `ctx.out` only (third-party tools put their temporary files in
+    `ctx.temp`). Output files holding wall-clock figures (latencies, build times) are listed
+    in the returned summary under `"volatile"`: they are stored and laid out like the others,
+    but kept out of the digest that downstream keys and the lock file use.
+    """
+
+    kind: ClassVar[str]
+    version: ClassVar[int] = 1
+    help: ClassVar[str] = ""
+    params: ClassVar[dict[str, dict[str, Any]]] = {}
+    required: ClassVar[tuple[str, ...]] = ()
+    libraries: ClassVar[tuple[str, ...]] = ()
+    consumes_model: ClassVar[bool] = False
+    provides: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        props = {"uses": {"const": cls.kind}, "needs": NEEDS_SCHEMA,
+                 "resources": RESOURCES_SCHEMA, **cls.params}
+        schema: dict[str, Any] = {
+            "type": "object", "description": cls.help,
+            "properties": props, "additionalProperties": False,
+        }
+        if cls.required:
+            schema["required"] = list(cls.required)
+        return schema
+
+    @classmethod
+    def with_defaults(cls, given: dict[str, Any]) -> dict[str, Any]:
+        params = {name: spec["default"] for name, spec in cls.params.items() if "default" in spec}
+        params.update(given)
+        return params
+
+    @classmethod
+    def check(cls, step: StepSpec, pipeline: Pipeline) -> None:
+        """Checks beyond the schema that need no heavy import (files exist, exclusive keys)."""
+
+    @classmethod
+    def key_extras(cls, step: StepSpec, pipeline: Pipeline, digests: Any) -> dict[str, Any]:
+        """Content outside the step's inputs that changes its output (model sources, data)."""
+        return {}
+
+    @classmethod
+    def resources(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """What one run of this kind asks of a cluster node (`--executor ray`); a step's
+        `resources:` overrides it."""
+        return {"num_cpus": 1}
+
+    @classmethod
+    def build_model(cls, params: dict[str, Any], pipeline: Pipeline, where: str) -> Any:
+        """A kind that provides "model" builds the live model here; the runner calls it once
+        per session and hands the model to every step that consumes it."""
+        raise NotImplementedError(f"{cls.kind} provides no live model")
+
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+RESOURCES_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "description": "what the step asks of a node with `--executor ray` (not in the cache key)",
+    "properties": {"num_cpus": {"type": "number", "minimum": 0},
+                   "num_gpus": {"type": "number", "minimum": 0},
+                   "memory": {"type": "integer", "minimum": 0},
+                   "accelerator_type": {"type": "string"},
+                   "resources": {"type": "object",
+                                 "additionalProperties": {"type": "number", "minimum": 0}}},
+}
+
+NEEDS_SCHEMA: dict[str, Any] = {
+    "description": "steps this one consumes; defaults to the step written just before",
+    "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+}
+
+
+@dataclass
+class StepContext:
+    """What a running step may touch: its parameters, its inputs and one output folder."""
+
+    pipeline: Pipeline
+    step: StepSpec
+    params: dict[str, Any]
+    out: Path
+    inputs: dict[str, Artifact]
+    live_model: Callable[[], Any]
+    report: Callable[[str], None] = lambda message: None
+    extras: dict[str, Any] = field(default_factory=dict)
+    shared: Path = Path(".qntz/cache/shared")  # caches that outlive entries (timing caches)
+    temp: Path = Path(".qntz/cache/tmp")  # scratch for third-party tools; removed after the step
+
+    @property
+    def where(self) -> str:
+        return f"{self.pipeline.path}: step '{self.step.id}'"
+
+    def fail(self, message: str, hint: str | None = None) -> StepFailed:
+        return StepFailed(message, where=self.where, hint=hint)
+
+    def input_providing(self, what: str) -> Artifact:
+        """The one input that provides `what` (e.g. "onnx"), nearest first."""
+        found = [a for a in self.inputs.values() if what in a.provides]
+        if not found:
+            from qntz.core.errors import PipelineError
+            raise PipelineError(
+                f"needs an input that provides {what}, but its inputs "
+                f"({', '.join(self.inputs) or 'none'}) do not",
+                where=self.where, hint=f"add a step that produces {what} to `needs`")
+        return found[-1]

@@ -1,0 +1,1 @@
+"""Preflight: which capture methods and exports work on this model, and why not."""

@@ -1,0 +1,373 @@
+"""Transformer fusions for ONNX Runtime before dynamic INT8, each kept only when verified.
+
+Integer MatMuls are only half of a transformer's time on the CPU; the rest goes to the float
+ops around them (masks, softmax, transposes, layer norms). onnxscript's rewriter fuses those
+into ONNX Runtime's Attention, SkipLayerNormalization and BiasGelu. An Attention whose mask is
+a plain 0/1 padding mask is rewired to take it as `mask_index`, so that quantization turns it
+into QAttention (which has no input for an additive bias); any other Attention is split back
+into its projection MatMul and a MultiHeadAttention that keeps the bias. What the exporters
+write in the way of those patterns is undone first (`exported_graph`). Every fused graph
+is run against the unfused one on the calibration data, with padding added to the masks, and
+dropped when it disagrees.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qntz.core.quiet import quiet
+from qntz.quantize.exported_graph import (
+    SHAPE_ONLY,
+    bias_second,
+    drop_unused,
+    probe_shapes,
+    unflatten_linears,
+    unguard_softmax,
+)
+
+MS_DOMAIN = "com.microsoft"
+AGREEMENT = 0.9999  # cosine per row between the fused and the unfused float model
+SLOWER_FUSED_RESIDUAL = 1.3
+
+
+@dataclass
+class Fusion:
+    """What was fused, and what was tried and given up; recorded in the step's summary."""
+
+    used: bool = False
+    applied: dict[str, int] = field(default_factory=dict)
+    attention: str = "not fused"
+    residual: str = "unchanged"
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"used": self.used, "applied": self.applied, "attention": self.attention,
+                "residual": self.residual, "notes": self.notes}
+
+
+def fuse_for_onnxruntime(source: Path, target: Path, feeds: list[dict[str, np.ndarray]],
+                         dynamic: dict[str, dict[int, str]]) -> Fusion:
+    """Write the fused model to `target` when a fusion applied and held up (`used`).
+
+    `dynamic` names the dynamic axes of each input (input → axis → dim name)."""
+    import onnx
+
+    result = Fusion()
+    model = onnx.load(str(source))
+    prepared = {"linear_without_flatten": unflatten_linears(model),
+                "bias_added_second": bias_second(model),
+                "softmax_nan_guard_removed": unguard_softmax(model),
+                "no_op_reshape_removed": probe_shapes(model, feeds, dynamic)}
+    try:
+        fused, result.applied = _onnxscript_fusions(model)
+    except Exception as exc:  # the rewriter meets graphs it was not written for
+        result.notes.append(f"onnxscript fusions failed: {type(exc).__name__}: {exc}")
+        return result
+    if result.applied:
+        result.applied.update({k: v for k, v in prepared.items() if v})
+    if "attention" not in result.applied and any(n.op_type == "Softmax" for n in model.graph.node):
+        result.notes.append("no Attention fusion matched; simplified graphs often do not, so "
+                            "quantize the exported model (needs: [<onnx step>]) for the fastest "
+                            "result")
+    if not result.applied:
+        return result
+    checks, reference = _reference(source, _verification_feeds(fused, feeds))
+    for label, variant in _attention_variants(fused):
+        residual = _prefer_sum_residuals(variant)
+        if _agrees(variant, reference, checks):
+            onnx.save(variant, str(target))
+            result.used, result.attention, result.residual = True, label, residual
+            return result
+        result.notes.append(f"attention as {label} changed the float outputs; not used")
+    return result
+
+
+def _onnxscript_fusions(model: Any) -> tuple[Any, dict[str, int]]:
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    with quiet("", "onnxscript"):
+        fused, counts = optimize_for_ort(ir.from_proto(model))
+    return ir.to_proto(fused), {k: int(v) for k, v in counts.items() if v}
+
+
+def _attention_variants(model: Any) -> list[tuple[str, Any]]:
+    """Ways to hand the fused Attention nodes to quantization, fastest first."""
+    import onnx
+
+    attention = [n for n in model.graph.node if n.op_type == "Attention"]
+    if not attention:
+        multi_head = any(n.op_type == "MultiHeadAttention" for n in model.graph.node)
+        return [("MultiHeadAttention, float" if multi_head else "not fused", model)]
+    _fold_packed_weights(model)
+    attention = [n for n in model.graph.node if n.op_type == "Attention"]
+    variants = []
+    mask = _padding_mask(model, attention)
+    if mask is not None and not any(_attribute(n, "scale") for n in attention):
+        rewired = onnx.ModelProto()
+        rewired.CopyFrom(model)
+        _use_mask_index(rewired, mask)
+        variants.append(("Attention (QAttention once quantized)", rewired))
+    unpacked = onnx.ModelProto()
+    unpacked.CopyFrom(model)
+    if _unpack_attention(unpacked):
+        variants.append(("MultiHeadAttention after an int8 QKV MatMul", unpacked))
+    return variants
+
+
+def _fold_packed_weights(model: Any) -> None:
+    """QKV weights and biases concatenated at run time become initializers; equal
+    qkv_hidden_sizes (which QAttention does not take) are dropped."""
+    from onnx import numpy_helper
+
+    initializers = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for number, node in enumerate(n for n in model.graph.node if n.op_type == "Attention"):
+        for index in (1, 2):
+            concat = producers.get(node.input[index]) if len(node.input) > index else None
+            if concat is None or concat.op_type != "Concat" or not all(
+                    i in initializers for i in concat.input):
+                continue
+            parts = [numpy_helper.to_array(initializers[i]) for i in concat.input]
+            folded = numpy_helper.from_array(np.concatenate(
+                parts, axis=_attribute(concat, "axis")), f"attention_{number}_packed_{index}")
+            model.graph.initializer.append(folded)
+            node.input[index] = folded.name
+        sizes = _attribute(node, "qkv_hidden_sizes")
+        if sizes and len(set(sizes)) == 1:
+            node.attribute.remove(next(a for a in node.attribute if a.name == "qkv_hidden_sizes"))
+    drop_unused(model)
+
+
+def _padding_mask(model: Any, attention: list[Any]) -> str | None:
+    """The one 2-D integer graph input every Attention's additive bias is computed from."""
+    integer_inputs = {i.name for i in model.graph.input
+                      if i.type.tensor_type.elem_type in (6, 7, 9)  # int32, int64, bool
+                      and len(i.type.tensor_type.shape.dim) == 2}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    found = set()
+    for node in attention:
+        if len(node.input) < 6 or not node.input[5] or any(node.input[3:5]):
+            return None
+        found |= _ancestor_inputs(node.input[5], producers) & integer_inputs
+    return found.pop() if len(found) == 1 else None
+
+
+def _ancestor_inputs(name: str, producers: dict[str, Any]) -> set[str]:
+    """Graph inputs whose values reach `name`."""
+    seen, stack, inputs = set(), [name], set()
+    while stack:
+        value = stack.pop()
+        if value in seen:
+            continue
+        seen.add(value)
+        node = producers.get(value)
+        if node is None:
+            inputs.add(value)
+        elif node.op_type not in SHAPE_ONLY:
+            stack.extend(i for i in node.input if i)
+    return inputs
+
+
+def _use_mask_index(model: Any, mask: str) -> None:
+    from onnx import TensorProto, helper
+
+    index = f"{mask}_mask_index"
+    model.graph.node.insert(0, helper.make_node("Cast", [mask], [index], to=TensorProto.INT32,
+                                                name=f"{mask}_to_int32"))
+    for node in model.graph.node:
+        if node.op_type == "Attention":
+            node.input[3], node.input[5] = index, ""
+            while node.input[-1] == "":
+                node.input.pop()
+    drop_unused(model)
+
+
+def _unpack_attention(model: Any) -> bool:
+    """Attention(x, W, b, bias) → MultiHeadAttention(Split(x @ W), b, bias)."""
+    from onnx import helper, numpy_helper
+
+    initializers = {i.name: i for i in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type != "Attention":
+            nodes.append(node)
+            continue
+        if _attribute(node, "unidirectional") or _attribute(node, "qkv_hidden_sizes") or any(
+                node.input[3:5]) or len(node.output) > 1:
+            return False
+        weight = initializers.get(node.input[1])
+        if weight is None or weight.dims[-1] % 3:
+            return False
+        base = node.output[0]
+        projected, q, k, v, sizes = (f"{base}_{s}" for s in ("qkv", "q", "k", "v", "sizes"))
+        model.graph.initializer.append(
+            numpy_helper.from_array(np.full(3, weight.dims[-1] // 3, np.int64), sizes))
+        keep = {a.name: helper.get_attribute_value(a) for a in node.attribute
+                if a.name in ("num_heads", "scale", "mask_filter_value")}
+        bias = node.input[5] if len(node.input) > 5 else ""
+        nodes += [helper.make_node("MatMul", node.input[:2], [projected], name=f"{base}_qkv"),
+                  helper.make_node("Split", [projected, sizes], [q, k, v], axis=-1,
+                                   name=f"{base}_split"),
+                  helper.make_node("MultiHeadAttention", [q, k, v, node.input[2], "", bias],
+                                   list(node.output), domain=MS_DOMAIN,
+                                   name=f"{base}_attention", **keep)]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return True
+
+
+def _prefer_sum_residuals(model: Any) -> str:
+    """ONNX Runtime fuses a residual Add and LayerNormalization into SkipLayerNormalization;
+    where that kernel is measured slower than LayerNormalization after a Sum (as in ONNX
+    Runtime 1.32 on the CPU), the residuals are written as Sum, which it leaves alone."""
+    from onnx import helper
+
+    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    skips = [n for n in model.graph.node if n.op_type == "SkipLayerNormalization"
+             and not read.intersection(n.output[1:3])]
+    if not skips:
+        return "unchanged"
+    hidden = _hidden_size(model, skips[0])
+    if hidden is None:
+        return "unchanged"
+    ratio = _skip_layernorm_slowdown(hidden)
+    if ratio < SLOWER_FUSED_RESIDUAL:
+        return "SkipLayerNormalization (measured no slower than Sum + LayerNormalization)"
+    rewritten = {n.output[0] for n in skips}
+    nodes = []
+    for node in model.graph.node:
+        if node.output[0] not in rewritten:
+            nodes.append(node)
+            continue
+        summed = [i for i in (*node.input[:2], *node.input[4:5]) if i]
+        total = node.output[3] if len(node.output) > 3 and node.output[3] else \
+            f"{node.output[0]}_sum"
+        epsilon = _attribute(node, "epsilon")
+        nodes += [helper.make_node("Sum", summed, [total], name=f"{node.output[0]}_sum"),
+                  helper.make_node("LayerNormalization", [total, *node.input[2:4]],
+                                   [node.output[0]], axis=-1, name=f"{node.output[0]}_norm",
+                                   epsilon=1e-12 if epsilon is None else epsilon)]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    # no figure here: the summary is an output, and must not change from run to run
+    return (f"Sum + LayerNormalization: ONNX Runtime's SkipLayerNormalization measured "
+            f"over {SLOWER_FUSED_RESIDUAL}x slower here")
+
+
+def _hidden_size(model: Any, node: Any) -> int | None:
+    from onnx import numpy_helper
+
+    gamma = {i.name: i for i in model.graph.initializer}.get(node.input[2])
+    return None if gamma is None else int(numpy_helper.to_array(gamma).size)
+
+
+@functools.lru_cache(maxsize=8)
+def _skip_layernorm_slowdown(hidden: int, rounds: int = 60) -> float:
+    """Time of ONNX Runtime's fused residual + LayerNorm over Sum + LayerNorm, same data."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qntz.runtime.ortrun import session
+
+    shape = [4, 64, hidden]
+    gamma = numpy_helper.from_array(np.ones(hidden, np.float32), "gamma")
+    beta = numpy_helper.from_array(np.zeros(hidden, np.float32), "beta")
+    feed = {n: np.random.default_rng(0).random(shape, np.float32) for n in ("x", "skip")}
+    timings = []
+    for op in ("Add", "Sum"):
+        graph = helper.make_graph(
+            [helper.make_node(op, ["x", "skip"], ["total"]),
+             helper.make_node("LayerNormalization", ["total", "gamma", "beta"], ["y"], axis=-1)],
+            "probe", [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in feed],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [gamma, beta])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        sess = session(model.SerializeToString())
+        for _ in range(10):
+            sess.run(None, feed)
+        start = time.perf_counter()
+        for _ in range(rounds):
+            sess.run(None, feed)
+        timings.append(time.perf_counter() - start)
+    return timings[0] / timings[1]
+
+
+def _verification_feeds(model: Any, feeds: list[dict[str, np.ndarray]]
+                        ) -> list[dict[str, np.ndarray]]:
+    """The calibration feeds, plus copies where each 0/1 mask input has its tail zeroed on
+    odd rows and one row masked entirely: generated data usually has no padding, and padding
+    is where a rewritten mask or a removed softmax guard goes wrong."""
+    integer = {i.name for i in model.graph.input if i.type.tensor_type.elem_type in (6, 7)}
+    checks = [dict(f) for f in feeds[:8]]
+    for feed in feeds[:4]:
+        for name, values in feed.items():
+            if name not in integer or values.ndim != 2 or values.shape[1] < 2 or \
+                    not np.isin(values, (0, 1)).all():
+                continue
+            padded = values.copy()
+            padded[1::2, values.shape[1] // 2:] = 0
+            padded[:, 0] = 1
+            checks.append({**feed, name: padded})
+            if len(values) > 1:
+                padded = padded.copy()
+                padded[0] = 0
+                checks.append({**feed, name: padded})
+    return checks
+
+
+def _reference(source: Path, feeds: list[dict[str, np.ndarray]]
+               ) -> tuple[list[dict[str, np.ndarray]], list[list[np.ndarray]]]:
+    """The unfused model's outputs on the feeds it accepts (an added padding row can be out
+    of range for an input that only looked like a mask)."""
+    from qntz.runtime.ortrun import run, session
+
+    sess = session(source)
+    kept, outputs = [], []
+    for feed in feeds:
+        try:
+            outputs.append(run(sess, feed))
+        except Exception:
+            continue
+        kept.append(feed)
+    return kept, outputs
+
+
+def _agrees(candidate: Any, reference: list[list[np.ndarray]],
+            feeds: list[dict[str, np.ndarray]]) -> bool:
+    """Every output equal to the unfused model's up to float rounding, row by row (rows the
+    unfused model itself gives NaN or infinity for are not compared)."""
+    from qntz.runtime.metrics import row_cosines
+    from qntz.runtime.ortrun import run, session
+
+    try:
+        sess = session(candidate.SerializeToString())
+        got = [run(sess, feed) for feed in feeds]
+    except Exception:
+        return False
+    for outs, wants in zip(got, reference):
+        for out, want in zip(outs, wants):
+            if out.shape != want.shape:
+                return False
+            rows = max(len(want), 1) if want.ndim else 1
+            a, b = out.reshape(rows, -1), want.reshape(rows, -1)
+            finite = np.isfinite(b).all(1)
+            a, b = a[finite], b[finite]
+            if not np.isfinite(a).all():
+                return False
+            if a.size and (np.abs(a - b).max() > 1e-3 * max(np.abs(b).max(), 1e-6) or
+                           row_cosines(a, b).min() < AGREEMENT):
+                return False
+    return True
+
+
+def _attribute(node: Any, name: str) -> Any:
+    from onnx import helper
+
+    found = [a for a in node.attribute if a.name == name]
+    return helper.get_attribute_value(found[0]) if found else None

@@ -1,0 +1,178 @@
+"""The INT8 half of `quantize`: calibrate, quantize, verify, measure, and meet the budget."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qntz.core.errors import PipelineError, first_line
+from qntz.core.step import StepContext
+from qntz.quantize.agreement import measure
+
+
+def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
+    import onnx
+
+    from qntz.core.data import load_dataset
+    from qntz.core.scratch import scratch
+    from qntz.quantize.ort_tools import choose_recipe, preprocess
+    from qntz.runtime.onnxinfo import describe
+
+    params = ctx.params
+    feeds = load_dataset(ctx.pipeline, params["data"], params["samples"])
+    with scratch(ctx, "int8-") as work:
+        prepared, note = work / "prepared.onnx", "none"
+        if params["preprocess"]:
+            ctx.report("pre-processing")
+            note = preprocess(source, prepared, work)
+        else:
+            shutil.copyfile(source, prepared)
+        try:
+            recipe = choose_recipe(onnx.load(str(prepared)), params)
+        except ValueError as exc:
+            hint = "use recipe: dynamic" if "dynamic" in str(exc).split(":")[0] or \
+                "only dynamically" in str(exc) else "use recipe: static"
+            raise PipelineError(str(exc), where=ctx.where, hint=hint) from exc
+        fusion, fused = prepare_dynamic(ctx, prepared, feeds, work) if recipe.mode == \
+            "dynamic" else (None, None)
+        done = None
+        if fused is not None:
+            try:  # the fused graph is an optimization: if it cannot be quantized, do without
+                done = _quantize(ctx, fused, feeds, work)
+                prepared = fused
+            except Exception as exc:
+                fusion.update(used=False, notes=[*fusion["notes"], "quantizing the fused "
+                              f"graph failed ({first_line(exc)}); quantized the unfused one"])
+        recipe, build, quantized, coverage, accuracy = done or _quantize(ctx, prepared, feeds,
+                                                                         work)
+        kept: list[str] = []
+        tradeoff: list[dict] = []
+        if params["max_drop"] is not None and accuracy[params["metric"]]["drop"] > params[
+                "max_drop"]:
+            kept, quantized, coverage, accuracy, tradeoff = meet_budget(
+                ctx, build, prepared, quantized, feeds, coverage["intended"])
+        elif params["max_drop"] is None:
+            check_agreement(ctx, accuracy)
+        shutil.copyfile(quantized, ctx.out / "model.onnx")
+        if (work / "calibration.json").is_file():  # tensor ranges, in a stable order
+            ranges = json.loads((work / "calibration.json").read_text())
+            (ctx.out / "calibration.json").write_text(json.dumps(ranges, sort_keys=True))
+    return {"precision": "int8", "recipe": recipe.as_dict(), "preprocess": note,
+            "fusion": fusion,
+            "calibration": {"data": params["data"] or "generated", "batches": len(feeds),
+                            "method": params["method"] if recipe.mode == "static" else None},
+            "coverage": {k: v for k, v in coverage.items() if k not in ("intended", "bias")},
+            "bias_correction": coverage.get("bias"), "accuracy": accuracy,
+            "kept_float_for_budget": kept, "budget_search": tradeoff,
+            **({"volatile": ["budget_latency.json"]} if tradeoff else {}),
+            **describe(ctx.out / "model.onnx")}
+
+
+def check_agreement(ctx: StepContext, accuracy: dict[str, Any]) -> None:
+    """Without a budget, INT8 must agree with the float model on the calibration data at
+    least as well as `min_top1` and `min_cosine` ask (documented in the README)."""
+    top1, cosine = accuracy["top1"]["agreement"], accuracy["cosine"]["mean"]
+    low_top1 = ctx.params["min_top1"] is not None and top1 < ctx.params["min_top1"]
+    low_cosine = ctx.params["min_cosine"] is not None and cosine < ctx.params["min_cosine"]
+    if low_top1 or low_cosine:
+        raise ctx.fail(f"INT8 agrees too little with the float model on the calibration "
+                       f"data: top-1 {top1:.1%} (min_top1 {ctx.params['min_top1']}), mean "
+                       f"cosine {cosine:.4f} (min_cosine {ctx.params['min_cosine']})",
+                       hint="set an accuracy budget (e.g. max_drop: 0.01, metric: top1) to "
+                       "keep the sensitive nodes float, add calibration data, or lower "
+                       "min_top1 / min_cosine if this accuracy is acceptable")
+
+
+def _quantize(ctx: StepContext, prepared: Path, feeds: list, work: Path) -> tuple:
+    """The recipe for `prepared`, its builder, the model built with nothing kept float, its
+    coverage and its accuracy against `prepared`."""
+    import onnx
+
+    from qntz.quantize.ort_tools import choose_recipe
+
+    recipe = choose_recipe(onnx.load(str(prepared)), ctx.params)
+    build = _builder(ctx, prepared, recipe, feeds, work)
+    ctx.report(f"{recipe.mode} int8 quantization")
+    quantized, coverage = build([])
+    return recipe, build, quantized, coverage, measure(prepared, quantized, feeds)
+
+
+def prepare_dynamic(ctx: StepContext, prepared: Path, feeds: list, work: Path
+                    ) -> tuple[dict[str, Any] | None, Path | None]:
+    """Linear layers as MatMul (`prepared` is rewritten in place), and on transformer graphs
+    a copy with the ONNX Runtime fusions that held up against the float model."""
+    import onnx
+
+    from qntz.quantize.fusion import fuse_for_onnxruntime
+    from qntz.quantize.ort_tools import gemm_to_matmul, looks_like_transformer
+
+    params = ctx.params
+    gemm_to_matmul(prepared)
+    names_given = params["nodes"] or params["exclude_nodes"]  # names of the unfused graph
+    if not params["fuse"] or names_given or params["target"] != "onnxruntime" or \
+            not looks_like_transformer(onnx.load(str(prepared), load_external_data=False)):
+        return None, None
+    ctx.report("fusing attention and normalization for ONNX Runtime")
+    fused = work / "fused.onnx"
+    dynamic = {name: spec.dynamic_axes for name, spec in ctx.pipeline.inputs.items()}
+    try:
+        result = fuse_for_onnxruntime(prepared, fused, feeds, dynamic)
+    except Exception as exc:  # an optimization that breaks must not break the step
+        return {"used": False, "notes": [f"fusion failed: {first_line(exc)}"]}, None
+    return result.as_dict(), fused if result.used else None
+
+
+def _builder(ctx: StepContext, prepared: Path, recipe: Any, feeds: list, work: Path
+             ) -> Callable[[list[str]], tuple[Path, dict[str, Any]]]:
+    """A function that quantizes with extra nodes kept in float, verified, into `work`."""
+    import onnx
+
+    from qntz.quantize.ort_tools import CONV_LIKE, MATMUL_LIKE, Recipe, quantize_int8, weight_nodes
+    from qntz.quantize.precision_check import PrecisionMismatch, check_int8
+
+    model = onnx.load(str(prepared), load_external_data=False)
+    types = tuple(recipe.op_types or (*CONV_LIKE, *MATMUL_LIKE))
+    intended = [n for n in (recipe.nodes or weight_nodes(model, types))
+                if n not in recipe.exclude_nodes]
+    counter = iter(range(1 << 30))
+
+    def build(keep_float: list[str]) -> tuple[Path, dict[str, Any]]:
+        target = work / f"int8-{next(counter)}.onnx"
+        variant = Recipe(**{**recipe.as_dict(), "exclude_nodes": recipe.exclude_nodes + keep_float})
+        try:
+            quantize_int8(prepared, target, variant, ctx.params, feeds, work / "calibration.json")
+        except Exception as exc:
+            raise ctx.fail(f"INT8 quantization failed: {first_line(exc)}",
+                           hint="exclude the failing node or op type (exclude_nodes / "
+                           "exclude_op_types), or try recipe: dynamic") from exc
+        wanted = [n for n in intended if n not in keep_float]
+        try:
+            coverage = check_int8(onnx.load(str(target)), variant.mode, wanted)
+        except PrecisionMismatch as exc:
+            raise ctx.fail(f"asked for int8, got another precision: {exc}",
+                           hint="check op_types / nodes / exclude settings") from exc
+        bias = None
+        if variant.mode == "static" and variant.quantize_bias and ctx.params["bias_correction"]:
+            from qntz.quantize.bias_correction import correct_biases
+
+            bias = correct_biases(target, prepared, feeds)
+        return target, {**coverage, "intended": wanted, "bias": bias}
+
+    return build
+
+
+def meet_budget(ctx: StepContext, build: Callable, prepared: Path, quantized: Path,
+                feeds: list, intended: list[str]) -> tuple:
+    """Keep the fewest most sensitive nodes in float that meet the budget; the latency of
+    each point explored goes to the volatile `budget_latency.json`."""
+    from qntz.quantize.budget import search
+
+    kept, path, coverage, result, explored, latencies = search(
+        ctx, build, prepared, quantized, feeds, intended)
+    (ctx.out / "budget_latency.json").write_text(json.dumps(
+        [{"float_nodes": p["float_nodes"], "latency_ms": ms}
+         for p, ms in zip(explored, latencies)], indent=1))
+    return kept, path, coverage, result, explored

@@ -1,0 +1,323 @@
+"""Recipes and the ONNX Runtime quantization calls behind the `quantize` step."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qntz.core.quiet import quiet
+
+CONV_LIKE = ("Conv", "ConvTranspose")
+MATMUL_LIKE = ("MatMul", "Gemm")
+TENSORRT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+DYNAMIC_OPS = ("MatMul", "Conv", "Attention", "LSTM")  # what ONNX Runtime quantizes dynamically
+# ONNX Runtime quantizes LSTM only dynamically (DynamicQuantizeLSTM), and has no int8 GRU/RNN
+DYNAMIC_ONLY = ("LSTM",)
+NO_INT8_KERNEL = ("GRU", "RNN")
+ATTENTION_LIKE = ("Softmax", "Attention", "MultiHeadAttention")
+
+
+@dataclass
+class Recipe:
+    """What will be quantized and how; recorded in the step's summary."""
+
+    mode: str  # static | dynamic
+    per_channel: bool
+    activations: str  # uint8 | int8
+    symmetric: bool
+    quantize_bias: bool
+    op_types: list[str] | None
+    nodes: list[str] | None
+    exclude_nodes: list[str] = field(default_factory=list)
+    why: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def weight_nodes(model: Any, op_types: tuple[str, ...]) -> list[str]:
+    """Nodes of `op_types` with a constant weight: the ones whose quantization pays."""
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in model.graph.node
+            if n.op_type in op_types and len(n.input) > 1 and n.input[1] in constants]
+
+
+def looks_like_transformer(model: Any) -> bool:
+    ops = {n.op_type for n in model.graph.node}
+    normalizes = bool(ops & {"LayerNormalization", "SkipLayerNormalization"}) or (
+        "ReduceMean" in ops and bool(ops & {"Sqrt", "Pow"}))
+    weighted = len(weight_nodes(model, MATMUL_LIKE)) >= max(1, len(weight_nodes(model, CONV_LIKE)))
+    return bool(ops & set(ATTENTION_LIKE)) and normalizes and weighted
+
+
+def recurrent_note(model: Any) -> str:
+    """Why recurrent layers of the graph are (not) quantized, for the recipe's `why`."""
+    ops = {n.op_type for n in model.graph.node}
+    kept = sorted(ops & set(NO_INT8_KERNEL))
+    if not kept:
+        return ""
+    return (f"; {', '.join(kept)} stay float: ONNX Runtime has no int8 {'/'.join(kept)} kernel "
+            "(only LSTM has one, DynamicQuantizeLSTM)")
+
+
+def choose_recipe(model: Any, params: dict[str, Any]) -> Recipe:
+    """`recipe: auto` picks by target and graph; explicit settings always win."""
+    target, asked = params["target"], params["recipe"]
+    recurrent = bool(weight_nodes(model, DYNAMIC_ONLY)) and (
+        not params["op_types"] or bool(set(params["op_types"]) & set(DYNAMIC_ONLY)))
+    if asked == "static" and params["op_types"] and set(params["op_types"]) & set(DYNAMIC_ONLY):
+        raise ValueError("ONNX Runtime quantizes LSTM only dynamically: a Q/DQ LSTM computes "
+                         "in float on dequantized values")
+    if target == "tensorrt":
+        if asked == "dynamic":
+            raise ValueError("TensorRT needs static (Q/DQ) quantization, not dynamic")
+        recipe = Recipe("static", params["per_channel"], "int8", True, False,
+                        list(TENSORRT_OPS), None,
+                        why="TensorRT: symmetric int8 Q/DQ on weighted ops, bias not quantized")
+    elif asked == "dynamic" or (asked == "auto" and looks_like_transformer(model)):
+        recipe = Recipe("dynamic", params["per_channel"], "uint8", False, False, None,
+                        weight_nodes(model, DYNAMIC_OPS),
+                        why="transformer graph: int8 MatMul weights, activations quantized "
+                        "at run time; normalization and softmax stay float"
+                        if asked == "auto" else "dynamic requested")
+    elif asked == "auto" and recurrent:
+        recipe = Recipe("dynamic", params["per_channel"], "uint8", False, False, None,
+                        weight_nodes(model, DYNAMIC_OPS),
+                        why="recurrent graph: LSTM as DynamicQuantizeLSTM (int8 weights, "
+                        "activations quantized at run time) and int8 MatMul weights; ONNX "
+                        "Runtime quantizes LSTM only dynamically")
+    else:
+        recipe = Recipe("static", params["per_channel"], "uint8", False, True, None, None,
+                        why="static Q/DQ, uint8 activations and int8 weights (fast on x86 CPUs)"
+                        if asked == "auto" else "static requested")
+    recipe.why += recurrent_note(model)
+    if params["op_types"]:
+        recipe.op_types, recipe.nodes = list(params["op_types"]), None
+    if params["nodes"]:
+        recipe.nodes = list(params["nodes"])
+    if params["exclude_op_types"]:
+        excluded = set(params["exclude_op_types"])
+        recipe.exclude_nodes += [n.name for n in model.graph.node if n.op_type in excluded]
+    recipe.exclude_nodes += list(params["exclude_nodes"])
+    return recipe
+
+
+def gemm_to_matmul(path: Path) -> int:
+    """Gemm with a constant weight → MatMul (+ Add), as the exporters write many Linear
+    layers: the dynamic recipe picks MatMul weights, and the attention fusions look for
+    MatMul + Add."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from qntz.quantize.exported_graph import drop_unused
+
+    model = onnx.load(str(path))
+    weights = {i.name: i for i in model.graph.initializer}
+    nodes, changed = [], 0
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "Gemm" or node.input[1] not in weights or attrs.get("transA") or \
+                attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            nodes.append(node)
+            continue
+        name = node.name or f"gemm_{changed}"
+        weight = numpy_helper.to_array(weights[node.input[1]])
+        weight = np.ascontiguousarray(weight.T if attrs.get("transB") else weight)
+        model.graph.initializer.append(numpy_helper.from_array(weight, f"{name}_weight"))
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = f"{name}_product" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], f"{name}_weight"],
+                                      [product], name=name))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]],
+                                          name=f"{name}_bias"))
+        changed += 1
+    if changed:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        drop_unused(model)  # the transposed weights replaced the originals
+        onnx.save(model, str(path))
+    return changed
+
+
+def preprocess(source: Path, target: Path, scratch: Path) -> str:
+    """ORT's pre-processing; symbolic shape inference fails on many BERT-style graphs.
+
+    ORT's own symbolic shape inference saves the partial model into the current folder when
+    it fails, so qntz runs that inference itself (same class, without the save) and hands
+    ORT the result. Where that class has changed, the pre-processing runs in a child process
+    whose current folder is `scratch` (changing this process's folder would move every other
+    step running in it)."""
+    import onnx
+
+    try:
+        shaped = _symbolic_shapes(onnx.load(str(source)))
+    except AttributeError:  # another ONNX Runtime: the isolated, slower way
+        return _preprocess_apart(source, target, scratch)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    start = source
+    if shaped is not None:  # as a file: handed a ModelProto, ORT loses its initializers
+        start = scratch / "shaped.onnx"
+        onnx.save(shaped, str(start))
+    with quiet(""):  # ONNX Runtime's quantization tools log to the root logger at length
+        quant_pre_process(str(start), str(target), skip_symbolic_shape=True)
+    return ("shape inference and optimization" if shaped is not None else
+            "ONNX shape inference and optimization (symbolic shape inference failed)")
+
+
+def _symbolic_shapes(model: Any) -> Any:
+    """ORT's SymbolicShapeInference.infer_shapes without its save into the current folder:
+    the model with inferred shapes, or None where inference stays incomplete."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    inference = SymbolicShapeInference(2**31 - 1, False, False, 0)
+    try:
+        with quiet(""):
+            inference._preprocess(model)
+            complete = False
+            while inference.run_:
+                complete = inference._infer_impl()
+            inference._update_output_from_vi()
+    except AttributeError:
+        raise
+    except Exception:
+        return None
+    return inference.out_mp_ if complete else None
+
+
+def _preprocess_apart(source: Path, target: Path, scratch: Path) -> str:
+    if _preprocess(source, target, scratch, skip_symbolic_shape=False) is None:
+        return "shape inference and optimization"
+    error = _preprocess(source, target, scratch, skip_symbolic_shape=True)
+    if error is not None:
+        raise RuntimeError(f"ONNX Runtime's quantization pre-processing failed: {error}")
+    return "ONNX shape inference and optimization (symbolic shape inference failed)"
+
+
+PREPROCESS = ("import sys\n"
+              "from onnxruntime.quantization.shape_inference import quant_pre_process\n"
+              "quant_pre_process(sys.argv[1], sys.argv[2], skip_symbolic_shape=sys.argv[3] == '1')")
+
+
+def _preprocess(source: Path, target: Path, scratch: Path,
+                skip_symbolic_shape: bool) -> str | None:
+    """None when it worked, else the last line ONNX Runtime wrote about why not."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", PREPROCESS, str(source.resolve()), str(target.resolve()),
+         "1" if skip_symbolic_shape else "0"],
+        cwd=scratch, env={**os.environ, "TMPDIR": str(scratch.resolve())},
+        capture_output=True, text=True)
+    if proc.returncode == 0:
+        return None
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    return lines[-1] if lines else f"exit code {proc.returncode}"
+
+
+class FeedReader:
+    """ORT's CalibrationDataReader protocol over a list of feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]], names: set[str]):
+        self._feeds = iter([{k: v for k, v in f.items() if k in names} for f in feeds])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+    def rewind(self) -> None:  # part of the protocol; one pass is all qntz asks for
+        pass
+
+
+def quantize_int8(source: Path, target: Path, recipe: Recipe, params: dict[str, Any],
+                  feeds: list[dict[str, np.ndarray]], calibration: Path) -> None:
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    common = {"op_types_to_quantize": recipe.op_types, "nodes_to_quantize": recipe.nodes,
+              "nodes_to_exclude": recipe.exclude_nodes or None,
+              "per_channel": recipe.per_channel, "weight_type": QuantType.QInt8}
+    with quiet(""):
+        if recipe.mode == "dynamic":
+            quantize_dynamic(str(source), str(target), **common)
+            return
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[params["method"]]
+        extra = {"ActivationSymmetric": recipe.symmetric, "WeightSymmetric": True,
+                 "QuantizeBias": recipe.quantize_bias, "CalibPercentile": params["percentile"]}
+        names = _input_names(source)
+        quantize_static(
+            str(source), str(target),
+            FeedReader(feeds, names) if not calibration.is_file() else None,
+            quant_format=QuantFormat.QDQ, calibrate_method=method,
+            activation_type=QuantType.QUInt8 if recipe.activations == "uint8" else QuantType.QInt8,
+            extra_options=extra, calibration_cache_path=str(calibration), **common)
+
+
+def convert_fp16(source: Path, target: Path, params: dict[str, Any]) -> list[str]:
+    """Float16 everywhere but the kept ops; inputs and outputs stay float32 by default."""
+    import onnx
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    model = onnx.load(str(source))
+    blocked = sorted(set(params["exclude_op_types"]))
+    with quiet(""):
+        converted = convert_float_to_float16(
+            model, keep_io_types=params["keep_io_types"],
+            op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(blocked)),
+            node_block_list=list(params["exclude_nodes"]) or None)
+    onnx.save(converted, str(target))
+    return blocked
+
+
+def retype_bf16(path: Path) -> None:
+    """Turn a float16 model into bfloat16: weights rounded to nearest even, types and Casts.
+
+    ONNX Runtime's converter knows float16 only; bfloat16 keeps float32's exponent range,
+    which is why TensorRT users ask for it.
+    """
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load(str(path))
+
+    def convert(tensor: Any) -> None:
+        bits = numpy_helper.to_array(tensor).astype(np.float32).view(np.uint32)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+        tensor.ClearField("int32_data")
+        tensor.data_type = TensorProto.BFLOAT16
+        tensor.raw_data = rounded.tobytes()
+
+    for tensor in model.graph.initializer:
+        if tensor.data_type == TensorProto.FLOAT16:
+            convert(tensor)
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if attribute.name == "to" and attribute.i == TensorProto.FLOAT16:
+                attribute.i = TensorProto.BFLOAT16
+            if attribute.type == onnx.AttributeProto.TENSOR and \
+                    attribute.t.data_type == TensorProto.FLOAT16:
+                convert(attribute.t)
+    for value in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT16:
+            value.type.tensor_type.elem_type = TensorProto.BFLOAT16
+    onnx.save(model, str(path))
+
+
+def _input_names(path: Path) -> set[str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {i.name for i in model.graph.input}
+

@@ -1,0 +1,1 @@
+"""Running models and reading ONNX files: torch and ONNX Runtime calls, metrics."""

@@ -1,0 +1,167 @@
+"""Moving data between NumPy feeds and torch calls. Imports torch: use inside `run` only.
+
+Inputs are bound to `forward` by name: an input whose name is one of forward's parameters
+is passed by keyword, the others by position in the order the `inputs` section lists them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import torch
+
+from qntz.core.inputs import InputSpec
+
+Call = tuple[tuple[Any, ...], dict[str, Any]]
+NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def parameter_names(model: Any) -> list[str]:
+    """forward's parameters that take a keyword, in order (TorchScript: from its schema)."""
+    if model is None:
+        return []
+    spec = model.call_spec.in_spec if hasattr(model, "graph_signature") else getattr(
+        model, "_in_spec", None)
+    if spec is not None:  # an ExportedProgram (or its module) takes the call it was made with
+        return list(spec.children()[1].context)
+    forward = getattr(model, "forward", model)
+    schema = getattr(forward, "schema", None)
+    if schema is not None:
+        return [a.name for a in schema.arguments[1:]]
+    try:
+        signature = inspect.signature(forward)
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in signature.parameters.values() if p.kind in NAMED]
+
+
+def to_torch(feed: dict[str, np.ndarray], inputs: dict[str, InputSpec],
+             model: Any = None) -> Call:
+    """(args, kwargs) for `model`: keywords for inputs named like its parameters (in the
+    parameters' order), positions for the others."""
+    params = parameter_names(model)
+    args, kwargs = [], {}
+    for name, spec in inputs.items():
+        # a copy: a model that writes into its input must not change the caller's data
+        tensor = torch.from_numpy(np.array(feed[name], copy=True))
+        if spec.dtype == "bfloat16":
+            tensor = tensor.to(torch.bfloat16)
+        if name in params:
+            kwargs[name] = tensor
+        else:
+            args.append(tensor)
+    ordered = {n: kwargs[n] for n in sorted(kwargs, key=params.index)}
+    return tuple(args), ordered
+
+
+def call_order(inputs: dict[str, InputSpec], model: Any) -> list[str]:
+    """The input names in the order a call passes them: positions first, then keywords."""
+    params = parameter_names(model)
+    return [n for n in inputs if n not in params] + sorted(
+        (n for n in inputs if n in params), key=params.index)
+
+
+def all_keywords(call: Call, model: Any) -> dict[str, Any] | None:
+    """The call with every argument named (torch.jit.trace takes either kind, not both);
+    None when a positional argument has no parameter name (forward(*args))."""
+    args, kwargs = call
+    names = parameter_names(model)[:len(args)]  # Python fills the first parameters
+    if len(names) < len(args) or set(names) & set(kwargs):
+        return None
+    return {**dict(zip(names, args)), **kwargs}
+
+
+def trace(model: Any, call: Call, **options: Any) -> Any:
+    """torch.jit.trace with the call's arguments: by keyword when any go by keyword."""
+    named = all_keywords(call, model) if call[1] else None
+    if named is not None:
+        return torch.jit.trace(model, example_kwarg_inputs=named, **options)
+    return torch.jit.trace(model, call[0], **options)
+
+
+def export_call(feed: dict[str, np.ndarray], inputs: dict[str, InputSpec], model: Any
+                ) -> tuple[tuple[Any, ...], dict[str, Any], list[str]]:
+    """(args, kwargs, input names in call order) for torch.onnx.export of `model`.
+
+    TorchScript takes keywords as positions in its schema's order: they are passed so when
+    they follow the positional ones without a gap (the torchscript exporter refuses
+    keywords for a ScriptModule)."""
+    args, kwargs = to_torch(feed, inputs, model)
+    names = call_order(inputs, model)
+    if kwargs and isinstance(model, torch.jit.ScriptModule):
+        params = parameter_names(model)
+        if params[len(args):len(args) + len(kwargs)] == list(kwargs):
+            return (*args, *kwargs.values()), {}, names
+    return args, kwargs, names
+
+
+def flatten_outputs(value: Any) -> list[np.ndarray]:
+    """Tensors of a nested output (tuples, lists, dicts) in the order exporters use."""
+    leaves = torch.utils._pytree.tree_leaves(value)
+    out = []
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            leaf = leaf.detach()
+            if leaf.dtype == torch.bfloat16:
+                leaf = leaf.float()
+            out.append(leaf.cpu().numpy())
+        else:
+            out.append(np.asarray(leaf))
+    return out
+
+
+def output_names(value: Any) -> list[str]:
+    """Names of the flattened outputs: dict and ModelOutput keys, dotted for nested ones
+    (`past_key_values.0.key`); `output` for a lone tensor, `output_0`, ... for a tuple."""
+    leaves, _ = torch.utils._pytree.tree_flatten_with_path(value)
+    if len(leaves) == 1 and not leaves[0][0]:
+        return ["output"]
+    names = []
+    for path, _ in leaves:
+        parts = [str(_key(k)) for k in path]
+        if not parts or isinstance(_key(path[0]), int):
+            parts = [f"output_{parts[0]}" if parts else "output", *parts[1:]]
+        names.append(".".join(parts))
+    return _unique(names)
+
+
+def _key(entry: Any) -> Any:
+    for attr in ("key", "idx", "name"):
+        if hasattr(entry, attr):
+            return getattr(entry, attr)
+    return str(entry)
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}_{seen[name] - 1}")
+    return out
+
+
+def dynamic_shapes(inputs: dict[str, InputSpec], model: Any = None
+                   ) -> tuple[dict[int, Any] | None, ...] | dict[str, Any]:
+    """torch.export dynamic_shapes from the `inputs` section: one Dim per named dimension.
+    A dict by forward's parameter names when some inputs go by keyword."""
+    from torch.export import Dim
+
+    dims: dict[str, Any] = {}
+    shapes: dict[str, dict[int, Any] | None] = {}
+    for name, spec in inputs.items():
+        axes = {}
+        for axis, dim in spec.dynamic_axes.items():
+            low, _, high = spec.dims[dim]
+            if dim not in dims:
+                dims[dim] = Dim(dim, min=low, max=high)
+            axes[axis] = dims[dim]
+        shapes[name] = axes or None
+    params = parameter_names(model)
+    if not any(n in params for n in inputs):
+        return tuple(shapes.values())
+    positional = [n for n in inputs if n not in params]
+    named = dict(zip(positional, params))
+    return {named.get(n, n): shapes[n] for n in call_order(inputs, model)}

@@ -1,0 +1,1 @@
+"""TensorRT and TensorRT-RTX engines: plan, build, layer report, and running them."""
