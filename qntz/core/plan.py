@@ -9,7 +9,7 @@ from typing import Any
 from qntz.core.cache import Artifact, Cache
 from qntz.core.hashing import FileDigests, canonical_json, digest_value, library_versions
 from qntz.core.pipeline import Pipeline, StepSpec
-from qntz.core.registry import KINDS
+from qntz.core.registry import KINDS, provider
 
 FORMAT = 1
 
@@ -39,6 +39,9 @@ def key_record(spec: StepSpec, pipeline: Pipeline, inputs: dict[str, Artifact],
         "extras": kind.key_extras(spec, pipeline, digests),
         "libraries": library_versions(kind.libraries),
     }
+    source = provider(spec.kind)
+    if source and not source.startswith("qntz=="):
+        record["plugin"] = source  # a plugin's own release enters its steps' keys
     if spec.kind != "load":
         record["model_inputs"] = {n: asdict(s) for n, s in pipeline.inputs.items()}
     return json.loads(canonical_json(record))  # as the lock file will hold it: lists, not tuples

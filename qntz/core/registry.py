@@ -61,6 +61,10 @@ def step_kind(name: str) -> type[Step] | None:
         raise PipelineError(f"the step kind registered as {name!r} ({target}) declares "
                             f"kind {getattr(kind, 'kind', None)!r}",
                             hint="make the entry point's name and the class's `kind` agree")
+    if getattr(kind, "api_version", 1) > STEP_API_VERSION:
+        raise PipelineError(f"the step kind {name!r} ({provider(name)}) needs step API "
+                            f"{kind.api_version}; this qntz has {STEP_API_VERSION}",
+                            hint="upgrade qntz, or install an older release of the plugin")
     return kind
 
 
@@ -116,6 +120,15 @@ def _load(group: str, name: str, target: str) -> Any:
     return obj
 
 
+def provider(name: str) -> str | None:
+    """The distribution (as `name==version`) that registered the step kind `name`."""
+    _entry_points(STEPS_GROUP)
+    return _providers.get((STEPS_GROUP, name))
+
+
+_providers: dict[tuple[str, str], str] = {}
+
+
 @cache
 def _entry_points(group: str) -> dict[str, str]:
     """name -> "module:attr" for `group`, the first distribution on sys.path winning."""
@@ -127,7 +140,9 @@ def _entry_points(group: str) -> dict[str, str]:
                 continue
             seen.add(dist_name)
             for name, target in _read_group(os.path.join(dist_info, "entry_points.txt"), group):
-                found.setdefault(name, target)
+                if name not in found:
+                    found[name] = target
+                    _providers[(group, name)] = _dist_id(dist_info)
     if not found and group == STEPS_GROUP:
         raise PipelineError("no step kinds are registered: qntz is not installed in this "
                             "environment (its entry points are missing)",
@@ -140,8 +155,13 @@ def _distributions(folder: str) -> list[tuple[str, str]]:
         names = sorted(os.listdir(folder))
     except OSError:
         return []
-    return [(os.path.join(folder, n), _normalize(n.split("-")[0]))
+    return [(os.path.join(folder, n), _normalize(n.rsplit(".", 1)[0].split("-")[0]))
             for n in names if n.endswith((".dist-info", ".egg-info"))]
+
+
+def _dist_id(dist_info: str) -> str:
+    name, _, version = os.path.basename(dist_info).rsplit(".", 1)[0].partition("-")
+    return f"{_normalize(name)}=={version or 'unknown'}"
 
 
 def _normalize(name: str) -> str:

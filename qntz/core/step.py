@@ -1,4 +1,10 @@
-"""What every step kind is: parameters with a schema, a version, and one `run`."""
+"""What every step kind is: parameters with a schema, a version, and one `run`.
+
+This is the step API (version 1, `qntz.core.registry.STEP_API_VERSION`), the same for
+qntz's own kinds and for plugins, which register a `Step` subclass under the `qntz.steps`
+entry-point group (see `examples/onnxruntime-optimize`). A kind declares the API version
+it was written for in `api_version`; qntz refuses a kind written for a newer one.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +27,24 @@ class Step:
     parameter: one source for validation, editor completion and the defaults that are
     filled in before hashing.
 
-    `run` writes into `ctx.out` only (third-party tools put their temporary files in
-    `ctx.temp`). Output files holding wall-clock figures (latencies, build times) are listed
-    in the returned summary under `"volatile"`: they are stored and laid out like the others,
+    The key of a step is computed from its kind's `version`, its parameters (defaults filled
+    in), its inputs' digests, `key_extras`, the installed versions of `libraries` (every
+    distribution `run` imports) and, for a plugin, the plugin's own release: bump `version`
+    when the output changes for the same inputs.
+
+    What a kind may touch: `run` reads its parameters, the artifacts of the steps it needs
+    (`ctx.inputs`, `ctx.input_providing("onnx")`), the live model when `consumes_model`, and
+    writes into `ctx.out` only (third-party tools put their temporary files in `ctx.temp`;
+    caches that outlive entries go in `ctx.shared`). It raises `ctx.fail(message, hint)` for
+    a failure the user can fix. The runner, not the step, hashes, caches and lays out `out/`.
+
+    Output files holding wall-clock figures (latencies, build times) are listed in the
+    returned summary under `"volatile"`: they are stored and laid out like the others,
     but kept out of the digest that downstream keys and the lock file use.
     """
 
     kind: ClassVar[str]
+    api_version: ClassVar[int] = 1
     version: ClassVar[int] = 1
     help: ClassVar[str] = ""
     params: ClassVar[dict[str, dict[str, Any]]] = {}
