@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from qntz.cache import Cache
-from qntz.hashing import FileDigests, digest_value
+from qntz.core.cache import Cache
+from qntz.core.hashing import FileDigests, digest_value
 
 
 def fill(cache: Cache, megabytes: int, files: int) -> None:

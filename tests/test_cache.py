@@ -6,8 +6,8 @@ import json
 import os
 
 from conftest import pipeline_text
-from qntz.cache import MANIFEST, Cache
-from qntz.hashing import FileDigests, canonical_json, digest_value
+from qntz.core.cache import MANIFEST, Cache
+from qntz.core.hashing import FileDigests, canonical_json, digest_value
 
 STEPS = "capture: {uses: trace}\nonnx: {}"
 

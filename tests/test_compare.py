@@ -140,7 +140,7 @@ def test_subnormal_outputs_compare_equal_and_say_why(ws):
 def test_scale_rule_passes_float_noise_and_fails_wrong_values():
     import numpy as np
 
-    from qntz.metrics import OutputStats
+    from qntz.runtime.metrics import OutputStats
 
     rng = np.random.default_rng(0)
     want = rng.normal(0, 50.0, size=(2, 1000))  # large values, many near zero: rtol misses
@@ -160,7 +160,7 @@ def test_flushed_subnormals_are_zero_on_both_sides():
     """MobileViT's first output is ~1e-42; a runtime that flushes subnormals returns 0."""
     import numpy as np
 
-    from qntz.metrics import OutputStats
+    from qntz.runtime.metrics import OutputStats
 
     want = np.full((2, 8), 1e-42, np.float32)
     for metric in ("cosine", "auto"):

@@ -42,7 +42,7 @@ def test_two_folders_give_the_same_keys_and_outputs(tmp_path, name):
 def test_a_torchscript_archive_without_debug_files_loads_and_runs(tmp_path):
     import torch
 
-    from qntz.determinism import rewrite_archive
+    from qntz.capture.determinism import rewrite_archive
 
     model = torch.jit.trace(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU()),
                             torch.rand(2, 3))

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from conftest import REPO
-from qntz import tensorrt_env
+from qntz.tensorrt import env as tensorrt_env
 
 
 def test_transformer_encoder_example(ws):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, pipeline_text
-from qntz.workspace import OutsideWorkspace, Workspace, lay_out
+from qntz.core.workspace import OutsideWorkspace, Workspace, lay_out
 
 SMALL = "capture: {uses: trace}\nonnx: {}\nsimplify: {}"
 

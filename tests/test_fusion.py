@@ -106,7 +106,7 @@ def test_an_input_that_only_looks_like_a_mask_is_not_broken(ws):
 
 def test_a_fused_graph_that_cannot_be_quantized_falls_back(ws, monkeypatch):
     """Stand-in for a quantizer that meets a fused op it does not handle."""
-    from qntz import quantization
+    from qntz.quantize import ort_tools as quantization
 
     real = quantization.quantize_int8
 

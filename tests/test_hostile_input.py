@@ -240,7 +240,7 @@ def test_fifo_among_images_is_skipped(ws):
     (ws.root / "images").mkdir()
     Image.new("RGB", (8, 8)).save(ws.root / "images" / "a.png")
     os.mkfifo(ws.root / "images" / "b.png")
-    from qntz.images import image_files
+    from qntz.core.images import image_files
 
     assert image_files(ws.root / "images", "here") == [ws.root / "images" / "a.png"]
 
@@ -254,7 +254,7 @@ def test_merge_keys_work_and_own_keys_override(ws):
     text = pipeline_text("models.clean:SmallCNN", "capture: {uses: trace}\n"
                          "onnx: {<<: *base, opset: 18}")
     ws.pipeline(text.replace("steps:", "x-base: &base {opset: 17}\nsteps:"))
-    from qntz.yamlfile import load_yaml
+    from qntz.core.yamlfile import load_yaml
 
     doc, _ = load_yaml(ws.root / "pipeline.yaml")
     assert doc["steps"]["onnx"] == {"opset": 18}

@@ -9,8 +9,8 @@ import onnx
 import torch
 from torch import nn
 
-from qntz.bias_correction import channel_shift, correct_biases
-from qntz.quantization import Recipe, quantize_int8
+from qntz.quantize.bias_correction import channel_shift, correct_biases
+from qntz.quantize.ort_tools import Recipe, quantize_int8
 
 
 def depthwise_model(path: Path) -> None:
@@ -35,7 +35,7 @@ def quantized(tmp_path: Path, feeds: list) -> tuple[Path, Path]:
 
 
 def mean_error(source: Path, target: Path, feeds: list) -> float:
-    from qntz.ortrun import run, session
+    from qntz.runtime.ortrun import run, session
 
     want = np.concatenate([run(session(source), f)[0] for f in feeds])
     got = np.concatenate([run(session(target), f)[0] for f in feeds])

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from conftest import Workspace
-from qntz.model_source import import_factory
+from qntz.core.model_source import import_factory
 
 NET = """
 import torch

@@ -127,8 +127,8 @@ def test_every_imported_library_is_in_the_key(probed, item):
 
 
 def test_every_kind_is_probed(probed):
-    from qntz.pipeline import load_pipeline
-    from qntz.steps import KINDS
+    from qntz.core.pipeline import load_pipeline
+    from qntz.core.registry import KINDS
 
     root = next(iter(probed.values()))["root"]
     kinds = {load_pipeline(root / path).steps[sid].kind for path, sid in PROBES}

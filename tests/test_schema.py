@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from conftest import REPO
-from qntz.errors import PipelineError
-from qntz.pipeline import load_pipeline
-from qntz.schema import full_schema
+from qntz.core.errors import PipelineError
+from qntz.core.pipeline import load_pipeline
+from qntz.core.schema import full_schema
 
 PUBLISHED = REPO / "schemas" / "pipeline.schema.json"
 EXAMPLES = sorted((REPO / "pipelines").glob("*.yaml"))

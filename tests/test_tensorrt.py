@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from conftest import pipeline_text, transformer_pipeline
-from qntz import tensorrt_env
+from qntz.tensorrt import env as tensorrt_env
 
 HAS_RTX = tensorrt_env.version_of("tensorrt-rtx") is not None
 HAS_FULL_TRT = tensorrt_env.version_of("tensorrt") is not None

@@ -9,8 +9,8 @@ import sysconfig
 import numpy as np
 import pytest
 
-from qntz.errors import PipelineError
-from qntz.inputs import generate_feed, opt_sizes, parse_inputs
+from qntz.core.errors import PipelineError
+from qntz.core.inputs import generate_feed, opt_sizes, parse_inputs
 
 FACTORY = """
 import transformers
@@ -128,7 +128,7 @@ def test_a_range_that_generates_one_value_is_refused(ws):
 
 def test_names_and_keywords_follow_forward():
     torch = pytest.importorskip("torch")
-    from qntz.torchio import output_names, to_torch
+    from qntz.runtime.torchio import output_names, to_torch
 
     class Model(torch.nn.Module):
         def forward(self, input_ids, past=None, attention_mask=None):
