@@ -79,6 +79,12 @@ class Load(Step):
     def build_model(cls, params: dict[str, Any], pipeline: Pipeline, where: str) -> Any:
         return build_model(params, pipeline, where)
 
+    @classmethod
+    def describe(cls, summary: dict[str, Any]) -> str:
+        if "parameters" not in summary:
+            return ""
+        return f"{summary.get('class')}, {summary['parameters']:,} parameters"
+
     def run(self, ctx: StepContext) -> dict[str, Any]:
         params = ctx.params
         summary: dict[str, Any] = {"source": next(s for s in SOURCES if s in params)}

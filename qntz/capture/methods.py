@@ -49,6 +49,12 @@ class Capture(Step):
                                 where=pipeline.where(*step.at),
                                 hint="add `preflight: {}` before it (or to its `needs`)")
 
+    @classmethod
+    def describe(cls, summary: dict[str, Any]) -> str:
+        if "method" not in summary:
+            return super().describe(summary)
+        return f"captured with {summary['method']} (preflight: {summary['verdict']})"
+
     def run(self, ctx: StepContext) -> dict[str, Any]:
         method = ctx.params.get("method", self.kind)
         if method != "auto":

@@ -8,6 +8,7 @@ from typing import Any
 from qntz.core.errors import PipelineError, first_line
 from qntz.core.quiet import quiet
 from qntz.core.step import Step, StepContext
+from qntz.core.wording import plural
 
 EXPORTER_LOGGERS = ("torch.onnx", "onnxscript")  # progress prints and registry noise
 
@@ -28,6 +29,10 @@ class OnnxExport(Step):
     libraries = ("torch", "numpy", "onnx", "onnxscript", "onnx_ir", "protobuf", "ml_dtypes")
     consumes = ("exported_program", "torchscript", "model")
     provides = ("onnx",)
+
+    @classmethod
+    def describe(cls, summary: dict[str, Any]) -> str:
+        return describe_onnx(summary)
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         import onnx
@@ -110,3 +115,12 @@ def _names_from(source: Any, count: int) -> list[str] | None:
     returns a plain tuple where eager returned a dict or a ModelOutput)."""
     names = source.summary.get("output_names")
     return names if names and len(names) == count else None
+
+
+def describe_onnx(s: dict[str, Any]) -> str:
+    """Opset, node count (and before simplification) and size of an ONNX step's model."""
+    if "nodes" not in s:
+        return Step.describe(s)
+    extra = f" (was {s['nodes_before']})" if "nodes_before" in s else ""
+    return (f"opset {s.get('opset')}, {plural(s['nodes'], 'node')}{extra}, "
+            f"{s['bytes'] / 1024:.0f} KiB")

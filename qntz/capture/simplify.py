@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qntz.capture.onnx_export import describe_onnx
 from qntz.core.errors import first_line
 from qntz.core.step import Step, StepContext
 
@@ -23,6 +24,10 @@ class Simplify(Step):
                  "torch", "onnxslim")  # onnxsim imports onnx_ir and torch
     consumes = ("onnx",)
     provides = ("onnx",)
+
+    @classmethod
+    def describe(cls, summary: dict[str, Any]) -> str:
+        return describe_onnx(summary)
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         import onnx

@@ -7,17 +7,20 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from qntz.core.data import check_spec
 from qntz.core.errors import PipelineError
 from qntz.core.inputs import InputSpec, parse_inputs
 from qntz.core.registry import KINDS
 from qntz.core.schema import FACTORY_PATTERN, ID_PATTERN, top_level_schema
+from qntz.core.schema_memo import SchemaMemo
 from qntz.core.wording import did_you_mean
+from qntz.core.workspace import Workspace
 from qntz.core.yamlfile import Location, PathKey, load_yaml, locate
+
+if TYPE_CHECKING:
+    import jsonschema
 
 LOAD_ID = "load"
 
@@ -41,6 +44,7 @@ class Pipeline:
     data: dict[str, dict[str, Any]]
     steps: dict[str, StepSpec]  # in run order
     marks: dict[PathKey, Location] = field(repr=False, default_factory=dict)
+    memo: SchemaMemo | None = field(repr=False, default=None, compare=False)
 
     @property
     def root(self) -> Path:
@@ -83,9 +87,10 @@ def load_pipeline(path: str | Path) -> Pipeline:
     if not isinstance(doc, dict):
         raise PipelineError("a pipeline file must be a YAML mapping", where=f"{path}:1:1",
                             hint="start from pipelines/quickstart.yaml")
-    _check_schema(doc, top_level_schema(), path, marks, ())
+    memo = SchemaMemo(Workspace.of(path.resolve().parent).cache_dir)
+    _check_schema(doc, top_level_schema(), path, marks, (), memo=memo)
     pipeline = Pipeline(path=path, name=doc["name"], inputs={}, data=doc.get("data") or {},
-                        steps={}, marks=marks)
+                        steps={}, marks=marks, memo=memo)
     _check_names(doc, pipeline)
     _check_plain(doc, pipeline)
     pipeline.inputs = parse_inputs(doc.get("inputs") or {}, pipeline.where)
@@ -96,6 +101,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
     _check_step_inputs(pipeline)
     for spec in pipeline.steps.values():
         KINDS[spec.kind].check(spec, pipeline)
+    memo.save()
     return pipeline
 
 
@@ -166,7 +172,8 @@ def _parse_steps(doc: dict[str, Any], pipeline: Pipeline) -> dict[str, StepSpec]
                 f"{did_you_mean(str(kind_name), list(KINDS))}",
                 where=pipeline.where(*field_at),
                 hint="set `uses:` to one of " + ", ".join(KINDS) + " (see `qntz steps`)")
-        _check_schema(body, kind.schema(), pipeline.path, pipeline.marks, at, sid, kind_name)
+        _check_schema(body, kind.schema(), pipeline.path, pipeline.marks, at, sid, kind_name,
+                      pipeline.memo)
         needs = body.pop("needs", None)
         resources = body.pop("resources", None)
         body.pop("uses", None)
@@ -254,11 +261,18 @@ def provided_by(spec: StepSpec) -> tuple[str, ...]:
 
 
 def _check_schema(value: Any, schema: dict[str, Any], path: Path,
-                  marks: dict[PathKey, Location], at: PathKey,
-                  step_id: str | None = None, kind: str | None = None) -> None:
+                  marks: dict[PathKey, Location], at: PathKey, step_id: str | None = None,
+                  kind: str | None = None, memo: SchemaMemo | None = None) -> None:
+    key = memo.key(value, schema) if memo else None
+    if memo and key in memo:
+        return
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(value), key=_error_order)
     if not errors:
+        if memo:
+            memo.add(key)
         return
     error = errors[0]
     where_path = (*at, *error.absolute_path)

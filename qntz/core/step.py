@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from qntz.core.errors import StepFailed
+from qntz.core.wording import plural
 
 if TYPE_CHECKING:
     from qntz.core.cache import Artifact
@@ -91,6 +92,18 @@ class Step:
         """A kind that provides "model" builds the live model here; the runner calls it once
         per session and hands the model to every step that consumes it."""
         raise NotImplementedError(f"{cls.kind} provides no live model")
+
+    @classmethod
+    def describe(cls, summary: dict[str, Any]) -> str:
+        """One line of what a step of this kind made, from its summary (shown after it)."""
+        warnings = summary.get("warnings")
+        return f"{plural(len(warnings), 'warning')}: {warnings[0]}" if warnings else ""
+
+    @classmethod
+    def details(cls, step_id: str, summary: dict[str, Any]) -> list[Any]:
+        """What the terminal shows after a run beyond the step's line (rich renderables or
+        text), e.g. compare's table of candidates."""
+        return []
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         raise NotImplementedError

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qntz.core.step import Step, StepContext
+from qntz.core.wording import plural
 from qntz.preflight.findings import METHODS
 
 if TYPE_CHECKING:
@@ -36,6 +37,16 @@ class Preflight(Step):
     @classmethod
     def key_extras(cls, step: StepSpec, pipeline: Pipeline, digests: Any) -> dict:
         return {"opset": _opset(step, pipeline), "uses": sorted(_pipeline_methods(pipeline))}
+
+    @classmethod
+    def describe(cls, summary: dict[str, Any]) -> str:
+        s = summary
+        if "verdicts" not in s:
+            return ""
+        verdicts = ", ".join(f"{m} {v}" for m, v in s["verdicts"].items())
+        advice = f"use {s['recommendation']}" if s["recommendation"] else "no safe method"
+        return (f"{advice} ({verdicts}); {plural(s['counts']['error'], 'error')}, "
+                f"{plural(s['counts']['warning'], 'warning')} in {s['seconds']:.1f}s")
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         from qntz.core.scratch import scratch

@@ -107,6 +107,16 @@ class TensorRT(Step):
 
         return implicit_conversion(step, steps, pipeline)
 
+    @classmethod
+    def describe(cls, summary: dict[str, Any]) -> str:
+        s = summary
+        if "engine_bytes" not in s:
+            return super().describe(s)
+        coverage = s.get("precision_coverage")
+        checked = f", {coverage:.0%} of compute layers {s['precision']}" if coverage else ""
+        return (f"{s['runtime']} {s['runtime_version']}, {s['precision']} engine "
+                f"{s['engine_bytes'] / 1024:.0f} KiB for {', '.join(s['targets'])}{checked}")
+
     def run(self, ctx: StepContext) -> dict[str, Any]:
         from qntz.core.scratch import scratch
         from qntz.tensorrt.build import build

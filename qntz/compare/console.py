@@ -1,0 +1,50 @@
+"""Compare's table of candidates, as the terminal shows it after a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+
+SHORT = {"torchscript": "TorchScript", "exported_program": "ExportedProgram", "onnx": "ONNX",
+         "engine": "TensorRT"}
+STYLE = {"pass": "green", "fail": "red", "error": "red", "not run": "yellow"}
+COLUMNS = ("candidate", "artifact", "status", "max abs", "cos min", "top-1", "ms", "×ref",
+           "×float src")
+
+
+def candidates_table(step_id: str, s: dict[str, Any]) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    ref = s.get("reference", {})
+    lat = ref.get("latency_ms")
+    title = f"{step_id}: against {ref.get('runs')}" + (f" ({lat['median']:.2f} ms)" if lat
+                                                      else "")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for column in COLUMNS:
+        table.add_column(column, no_wrap=column in ("candidate", "artifact", "ms", "×ref"))
+    for c in s.get("candidates", []):
+        table.add_row(*_row(c))
+    return table
+
+
+def _row(c: dict[str, Any]) -> list[str]:
+    lat = c.get("latency_ms")
+    status = c["status"]
+    if status == "not run":
+        status += ": " + c["reason"].split(" not run: ", 1)[-1]
+    return [c["id"], SHORT.get(c["artifact"], c["artifact"]),
+            f"[{STYLE[c['status']]}]{escape(status)}[/]",
+            "—" if c.get("max_abs") is None else f"{c['max_abs']:.2g}",
+            "—" if c.get("cosine_min") is None else f"{c['cosine_min']:.5f}",
+            "—" if c.get("top1") is None else f"{c['top1']:.1%}",
+            f"{lat['median']:.2f}" if lat else "—",
+            f"{c['speedup']:.2f}x" if c.get("speedup") else "—", _vs_source(c)]
+
+
+def _vs_source(c: dict[str, Any]) -> str:
+    if c.get("speedup_vs_source") is None:
+        return "—"
+    text = f"{c['speedup_vs_source']:.2f}x"
+    return f"[red]{text} not faster[/]" if c["not_faster_than_source"] else text
