@@ -15,8 +15,10 @@ EXPORTER_LOGGERS = ("torch.onnx", "onnxscript")  # progress prints and registry 
 
 class OnnxExport(Step):
     kind = "onnx"
-    version = 3  # inputs bound by name; output names from the model's dict keys
-    help = "export to ONNX; exporter auto = dynamo for an ExportedProgram, torchscript otherwise"
+    version = 4  # auto falls back to the TorchScript exporter; the written model is loaded by ORT
+    help = ("export to ONNX; exporter auto = dynamo for an ExportedProgram (falling back to "
+            "torchscript on the eager model when dynamo fails, writes another opset or a model "
+            "ONNX Runtime rejects), torchscript otherwise")
     params = {
         "opset": {"type": "integer", "minimum": 7, "maximum": 23, "default": 17},
         "exporter": {"enum": ["auto", "torchscript", "dynamo"], "default": "auto"},
@@ -26,7 +28,8 @@ class OnnxExport(Step):
         "dynamic": {"type": "boolean", "default": True,
                     "description": "keep the named dims of `inputs` dynamic"},
     }
-    libraries = ("torch", "numpy", "onnx", "onnxscript", "onnx_ir", "protobuf", "ml_dtypes")
+    libraries = ("torch", "numpy", "onnx", "onnxscript", "onnx_ir", "protobuf", "ml_dtypes",
+                 "onnxruntime")
     consumes = ("exported_program", "torchscript", "model")
     provides = ("onnx",)
 
@@ -35,10 +38,6 @@ class OnnxExport(Step):
         return describe_onnx(summary)
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
-        import onnx
-
-        from qntz.capture.determinism import portable_onnx
-        from qntz.core.scratch import scratch
         from qntz.runtime.onnxinfo import describe
 
         source = _pick_source(ctx)
@@ -49,24 +48,56 @@ class OnnxExport(Step):
             raise PipelineError("an ExportedProgram can only be exported with `exporter: dynamo`",
                                 where=ctx.where, hint="set exporter: dynamo (or auto)")
         path = ctx.out / "model.onnx"
-        try:
-            with quiet(*EXPORTER_LOGGERS), scratch(ctx, "onnx-"):
-                _export(ctx, source, exporter, path)
-            portable_onnx(path, ctx.pipeline.root)
-            onnx.checker.check_model(str(path), full_check=False)
-        except PipelineError:
-            raise
-        except Exception as exc:
-            raise ctx.fail(f"ONNX export ({exporter}, opset {ctx.params['opset']}) failed: "
-                           f"{first_line(exc)}",
-                           hint="try another opset or `exporter:`, or run preflight to find "
-                           "the operator") from exc
-        facts = describe(path)
-        if facts["opset"] != ctx.params["opset"]:
-            raise ctx.fail(f"asked for opset {ctx.params['opset']}, the {exporter} exporter "
-                           f"wrote opset {facts['opset']} (it could not convert down)",
-                           hint=f"set opset: {facts['opset']}, or exporter: torchscript")
-        return {"exporter": exporter, **facts}
+        problem = _export_checked(ctx, source, exporter, path)
+        fallback = None
+        if problem and ctx.params["exporter"] == "auto" and exporter == "dynamo":
+            fallback = f"the dynamo exporter {problem}"
+            ctx.report(f"{fallback}; exporting the model with the TorchScript exporter")
+            exporter, problem = "torchscript", _export_checked(ctx, None, "torchscript", path)
+        if problem:
+            raise ctx.fail(f"the {exporter} exporter {problem}" +
+                           (f" (after: {fallback})" if fallback else ""), hint=_hint(exporter))
+        summary = {"exporter": exporter, **describe(path)}
+        return {**summary, "fallback": fallback} if fallback else summary
+
+
+def _export_checked(ctx: StepContext, source: Any, exporter: str, path: Path) -> str | None:
+    """Export, then check what was written; None when it is right, else what went wrong."""
+    import onnx
+
+    from qntz.capture.determinism import portable_onnx
+    from qntz.core.scratch import scratch
+    from qntz.runtime.onnxinfo import describe
+
+    try:
+        with quiet(*EXPORTER_LOGGERS), scratch(ctx, "onnx-"):
+            _export(ctx, source, exporter, path)
+        portable_onnx(path, ctx.pipeline.root)
+        onnx.checker.check_model(str(path), full_check=False)
+    except PipelineError:
+        raise
+    except Exception as exc:
+        return f"failed at opset {ctx.params['opset']}: {first_line(exc)}"
+    written = describe(path)["opset"]
+    if written != ctx.params["opset"]:
+        return f"wrote opset {written}, not the {ctx.params['opset']} asked for"
+    return _runtime_rejects(path)
+
+
+def _runtime_rejects(path: Path) -> str | None:
+    from qntz.runtime.ortrun import session
+
+    try:
+        session(path)
+    except Exception as exc:
+        return f"wrote a model ONNX Runtime rejects: {first_line(exc)}"
+    return None
+
+
+def _hint(exporter: str) -> str:
+    other = "torchscript" if exporter == "dynamo" else "dynamo"
+    return (f"try another opset or `exporter: {other}`; run preflight to find the operator, "
+            "and -v for the exporter's full message")
 
 
 def _pick_source(ctx: StepContext) -> Any:
@@ -84,8 +115,10 @@ def _export(ctx: StepContext, source: Any, exporter: str, path: Path) -> None:
     from qntz.runtime.torchio import dynamic_shapes, export_call, output_names, to_torch
 
     inputs = ctx.pipeline.inputs
-    if "exported_program" in source.provides:
-        model: Any = torch.export.load(str(source.file("model.pt2")))
+    if source is None:  # the fallback: the eager model itself
+        model: Any = ctx.live_model()
+    elif "exported_program" in source.provides:
+        model = torch.export.load(str(source.file("model.pt2")))
     elif "torchscript" in source.provides:
         model = torch.jit.load(str(source.file("model.pt")))
     else:
@@ -95,7 +128,7 @@ def _export(ctx: StepContext, source: Any, exporter: str, path: Path) -> None:
         runnable = model.module() if hasattr(model, "graph_signature") else model
         args, kwargs = to_torch(example, inputs, runnable)
         found = output_names(runnable(*args, **kwargs))
-    names = ctx.params["output_names"] or _names_from(source, len(found)) or found
+    names = ctx.params["output_names"] or (source and _names_from(source, len(found))) or found
     args, kwargs, order = export_call(example, inputs, model)
     common = {"opset_version": ctx.params["opset"], "input_names": order,
               "output_names": names, "kwargs": kwargs}
