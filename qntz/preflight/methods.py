@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from qntz.core.errors import first_line
@@ -132,36 +133,91 @@ def _call_site(checks: Checks, op: str) -> tuple[str | None, int | None]:
 
 
 def try_onnx(checks: Checks) -> None:
-    """Export the first working capture at the pipeline's opset, as the onnx step would.
-
-    Into a file: given a buffer, the dynamo exporter still writes a file named after the
-    buffer in the current folder."""
-    import torch
-
+    """Export as the onnx step would (the first working capture at the pipeline's opset,
+    with its fallback from dynamo to the TorchScript exporter), then verify the file: the
+    opset written, the ONNX checker, and ONNX Runtime's outputs against eager."""
     order = [*checks.uses, "export", "trace", "script"]  # as the pipeline would export
     method = next((m for m in order if m in checks.captured), None)
     if method is None:
         return
-    model = checks.captured[method]
-    sink = checks.scratch / "preflight.onnx"
-    try:
-        from qntz.capture.onnx_export import EXPORTER_LOGGERS
-        from qntz.runtime.torchio import export_call
+    tries = [("dynamo", checks.captured[method])] if method == "export" else []
+    tries.append(("torchscript", checks.model if method == "export" else checks.captured[method]))
+    failures: list[Exception | str] = []
+    for exporter, model in tries:
+        problem = _onnx_problem(checks, model, exporter)
+        if problem is None:
+            checks.verdicts["onnx"] = "ok"
+            if failures:
+                checks.details["onnx"] = (f"the dynamo exporter {_text(failures[0])}; the "
+                                          "TorchScript exporter's model is right (what "
+                                          "`exporter: auto` does)")
+            return
+        failures.append(problem)
+    _onnx_fails(checks, failures[0])
 
-        args, kwargs, names = export_call(capture_example(checks.inputs), checks.inputs, model)
+
+def _onnx_problem(checks: Checks, model: Any, exporter: str) -> Exception | str | None:
+    """Into a file: given a buffer, the dynamo exporter still writes a file named after the
+    buffer in the current folder."""
+    import torch
+
+    from qntz.capture.onnx_export import EXPORTER_LOGGERS
+    from qntz.runtime.torchio import export_call
+
+    sink = checks.scratch / f"preflight-{exporter}.onnx"
+    try:
+        example = capture_example(checks.inputs)
+        args, kwargs, names = export_call(example, checks.inputs, model)
         with quiet(*EXPORTER_LOGGERS, stderr=True):
             torch.onnx.export(model, args, str(sink), kwargs=kwargs, input_names=names,
-                              opset_version=checks.opset, dynamo=method == "export")
-        checks.verdicts["onnx"] = "ok"
+                              opset_version=checks.opset, dynamo=exporter == "dynamo")
     except Exception as exc:
-        text = str(exc)
-        operator = re.search(r"operator '([\w:.]+)'", text) or re.search(
-            r"No ONNX function found for <OpOverload\(op='([\w.]+)'", text)
-        op = operator.group(1).replace("aten.", "aten::") if operator else None
-        where = _call_site(checks, op.split("::")[-1]) if op else (None, None)
-        message = (f"{op} has no ONNX exporter at opset {checks.opset}" if op
-                   else f"ONNX export at opset {checks.opset} fails: {first_line(exc)}")
-        checks.add("onnx-unsupported-op", "error", ["onnx"], message,
-                   "use another opset (`onnx: {opset: N}`), the dynamo exporter, or replace "
-                   "the operator with ones ONNX has", where)
-        checks.verdicts["onnx"] = "fails"
+        return exc
+    return _onnx_file_problem(checks, sink, example, names)
+
+
+def _onnx_file_problem(checks: Checks, path: Path, example: dict, names: list[str]
+                       ) -> str | None:
+    import numpy as np
+    import onnx
+    import torch
+
+    from qntz.runtime.onnxinfo import describe
+    from qntz.runtime.ortrun import run, session
+    from qntz.runtime.torchio import flatten_outputs, to_torch
+
+    written = describe(path)["opset"]
+    if written != checks.opset:
+        return f"wrote opset {written}, not the {checks.opset} asked for"
+    try:
+        onnx.checker.check_model(str(path), full_check=False)
+        got = run(session(path), {n: example[n] for n in names if n in example})
+    except Exception as exc:
+        return f"wrote a model ONNX Runtime rejects: {first_line(exc)}"
+    args, kwargs = to_torch(example, checks.inputs, checks.model)
+    with torch.inference_mode():
+        want = flatten_outputs(checks.model(*args, **kwargs))
+    for g, w in zip(got, want):
+        if g.shape != w.shape or not np.allclose(g, w, atol=1e-3, rtol=1e-2):
+            return "wrote a model whose outputs differ from eager on the example input"
+    return None
+
+
+def _text(problem: Exception | str) -> str:
+    return problem if isinstance(problem, str) else f"fails: {first_line(problem)}"
+
+
+def _onnx_fails(checks: Checks, problem: Exception | str) -> None:
+    text = str(problem)
+    operator = re.search(r"operator '([\w:.]+)'", text) or re.search(
+        r"No ONNX function found for <OpOverload\(op='([\w.]+)'", text)
+    op = operator.group(1).replace("aten.", "aten::") if operator else None
+    where = _call_site(checks, op.split("::")[-1]) if op else (None, None)
+    message = (f"{op} has no ONNX exporter at opset {checks.opset}" if op
+               else f"ONNX export at opset {checks.opset} fails: {first_line(problem)}"
+               if isinstance(problem, Exception)
+               else f"ONNX export at opset {checks.opset}: the exporter {problem}")
+    checks.add("onnx-unsupported-op", "error", ["onnx"], message,
+               "use another opset (`onnx: {opset: N}`), or replace the operator with ones "
+               "ONNX has", where)
+    checks.verdicts["onnx"] = "fails"
