@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from qntz.core.errors import PipelineError, QntzError
-from qntz.core.results import RunResult, outcomes, result
+from qntz.core.results import RunResult, outcomes, record_run, result
 
 
 def load_pipeline(path: str | Path) -> Any:
@@ -49,7 +49,9 @@ def run(pipeline: str | Path | Any, steps: list[str] | None = None, jobs: int = 
     current = session(pipeline, remote)
     _check_steps(current.pipeline, steps)
     results = current.run(reporter or SilentReporter(), steps, force, jobs, keep_going)
-    return result(current, outcomes(current, results))
+    done = result(current, outcomes(current, results))
+    record_run(done)
+    return done
 
 
 def run_all(files: list[str | Path], executor: str = "local", address: str | None = None,
@@ -131,6 +133,16 @@ def status(pipeline: str | Path | Any, steps: list[str] | None = None) -> dict[s
     return current.status(steps)
 
 
+def init(factory: str, output: str | Path = "pipeline.yaml",
+         kwargs: dict[str, Any] | None = None, force: bool = False) -> Path:
+    """Write a starter pipeline for `factory` (`module.path:attr`, resolved next to `output`
+    first): inputs guessed from forward() and the model's config, each checked by calling
+    the model; the usual steps, commented. Refuses to overwrite unless `force`."""
+    from qntz.capture.starter import write_starter
+
+    return write_starter(factory, output, kwargs, force)
+
+
 def remote_has(pipeline: str | Path | Any, states: dict[str, Any]) -> dict[str, bool]:
     """For each planned step with a known key: whether the remote cache holds its entry."""
     current = session(pipeline)
@@ -146,3 +158,47 @@ def _check_steps(pipeline: Any, steps: list[str] | None) -> None:
             raise PipelineError(f"no step '{sid}'{did_you_mean(sid, list(pipeline.steps))}",
                                 where=str(pipeline.path),
                                 hint="steps: " + ", ".join(pipeline.steps))
+
+
+def report(pipeline: str | Path | Any) -> Path:
+    """Write `out/<name>/report.html` for the pipeline's last recorded run (what the cache
+    holds when none is recorded) and return its path; regenerating it gives the same bytes."""
+    from qntz.report.page import write_report
+
+    return write_report(session(pipeline, remote=False))
+
+
+def explain(pipeline: str | Path | Any, step: str) -> dict[str, Any]:
+    """Where step `step`'s ONNX model diverges from the float model it was made from: its
+    layers ranked by the error each adds, named by PyTorch module and ONNX node."""
+    from qntz.compare.explain import explain as localize
+
+    current = session(pipeline, remote=False)
+    _check_steps(current.pipeline, [step])
+    return localize(current, step)
+
+
+def diff(pipelines: list[str | Path | Any] | None = None, rev: str = "HEAD"
+         ) -> list[dict[str, Any]]:
+    """Each pipeline's lock file at git revision `rev` against the current one: steps whose
+    keys changed and why, and the recorded figures (compare accuracy) before and after.
+    Without pipelines: every lock file git tracks under the current folder."""
+    from qntz.core.lockdiff import diff_lock, tracked_locks
+    from qntz.core.lockfile import lock_path
+
+    loaded = [p if hasattr(p, "steps") else load_pipeline(p) for p in pipelines or []]
+    if loaded:
+        return [diff_lock(lock_path(p.path), rev, p.order()) for p in loaded]
+    return [diff_lock(lock, rev, _order_beside(lock)) for lock in tracked_locks(Path.cwd())]
+
+
+def _order_beside(lock: Path) -> list[str] | None:
+    """The step order of the pipeline a lock file sits beside, when it loads."""
+    stem = lock.name.removesuffix(".lock.json")
+    for suffix in (".yaml", ".yml"):
+        if lock.with_name(stem + suffix).is_file():
+            try:
+                return load_pipeline(lock.with_name(stem + suffix)).order()
+            except QntzError:
+                return None
+    return None

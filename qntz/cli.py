@@ -17,6 +17,7 @@ from typing import Any
 from rich.markup import escape
 
 from qntz import __version__
+from qntz import cli_inspect as inspect
 from qntz.core.errors import PipelineError, QntzError
 from qntz.core.wording import plural
 
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ray: each step a Ray task (needs a remote cache; pip install "
                      "'qntz[ray]')")
     run.add_argument("--address", help="the Ray cluster to join (default: start a local one)")
+    run.add_argument("--report", action="store_true",
+                     help="also write out/<name>/report.html (as `qntz report`)")
     status = sub.add_parser("status", parents=with_json,
                             help="what is cached, what is stale and why")
     status.add_argument("file")
@@ -81,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the content cache: dir, verify, gc, clear")
     cache.add_argument("action", choices=["dir", "verify", "gc", "clear"])
     cache.add_argument("--dry-run", action="store_true", help="gc: only say what it would remove")
+    inspect.add_parsers(sub, plain, with_json)
+    init = sub.add_parser("init", parents=plain,
+                          help="write a starter pipeline for a model factory, inputs guessed")
+    init.add_argument("factory", help="module.path:attr, found next to the output file first")
+    init.add_argument("-o", "--output", default="pipeline.yaml", help="the file to write")
+    init.add_argument("--kwargs", default=None, metavar="JSON",
+                      help='the factory\'s keyword arguments, e.g. \'{"num_classes": 10}\'')
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
     return parser
 
 
@@ -164,12 +175,15 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
     finally:
         if reporter is not None:
             reporter.close()
+    pages = [api.report(r.pipeline) for r in results] if args.report else []
     if args.json:
         documents = [_run_document(r) for r in results]
         print(json.dumps(documents[0] if len(documents) == 1 else documents, indent=1))
     else:
         for result in results:
             _show_run(console, result, start)
+        for page in pages:
+            console.print(f"report: {escape(_relative(page))}")
     shown = None if args.json else args.errors
     return max((_exit_code(r, args.verbose, shown) for r in results), default=EXIT_OK)
 
@@ -181,13 +195,15 @@ def _run_document(result: Any) -> dict[str, Any]:
 
 
 def _show_run(console: Any, result: Any, start: float) -> None:
-    from qntz.core.progress import compare_table
+    from qntz.core.registry import KINDS
 
     steps = list(result.steps.values())
     for step in steps:
-        if step.kind == "compare" and step.files:
-            compare_table(console, step)
-            console.print(f"report: {_relative(result.out / step.id / 'report.md')}")
+        kind = KINDS.get(step.kind)
+        for detail in (kind.details(step.id, step.summary) if kind and step.files else []):
+            console.print(detail)
+        if "report.md" in step.files:
+            console.print(f"report: {_relative(step.files['report.md'])}")
     for sid, where in result.placement.items():
         offers = f" ({', '.join(where['node_resources'])})" if where["node_resources"] else ""
         console.print(f"  {escape(sid)}: {where['state']} on node {where['node'][:12]} "
@@ -346,9 +362,27 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
     return EXIT_OK
 
 
+def cmd_init(args: argparse.Namespace, console: Any) -> int:
+    from qntz import api
+
+    kwargs = None
+    if args.kwargs is not None:
+        try:
+            kwargs = json.loads(args.kwargs)
+        except ValueError as exc:
+            raise PipelineError(f"--kwargs is not JSON: {exc}", hint="write an object, "
+                                'e.g. --kwargs \'{"num_classes": 10}\'') from exc
+        if not isinstance(kwargs, dict):
+            raise PipelineError("--kwargs must be a JSON object", hint='e.g. \'{"layers": 2}\'')
+    path = api.init(args.factory, args.output, kwargs, args.force)
+    console.print(f"wrote {escape(_relative(path))}; next: qntz run {escape(_relative(path))}")
+    return EXIT_OK
+
+
 COMMANDS = {"run": cmd_run, "status": cmd_status, "validate": cmd_validate, "dag": cmd_dag,
             "steps": cmd_steps, "schema": cmd_schema, "cache": cmd_cache, "push": cmd_push,
-            "pull": cmd_pull}
+            "pull": cmd_pull, "init": cmd_init}
+COMMANDS.update(inspect.COMMANDS)
 
 
 def entry() -> None:

@@ -51,17 +51,22 @@ class OnnxExport(Step):
         problem = _export_checked(ctx, source, exporter, path)
         fallback = None
         if problem and ctx.params["exporter"] == "auto" and exporter == "dynamo":
-            fallback = f"the dynamo exporter {problem}"
+            fallback = f"the dynamo exporter {problem[0]}"
             ctx.report(f"{fallback}; exporting the model with the TorchScript exporter")
             exporter, problem = "torchscript", _export_checked(ctx, None, "torchscript", path)
         if problem:
-            raise ctx.fail(f"the {exporter} exporter {problem}" +
-                           (f" (after: {fallback})" if fallback else ""), hint=_hint(exporter))
+            raise ctx.fail(f"the {exporter} exporter {problem[0]}" +
+                           (f" (after: {fallback})" if fallback else ""),
+                           hint=_hint(exporter)) from problem[1]
         summary = {"exporter": exporter, **describe(path)}
         return {**summary, "fallback": fallback} if fallback else summary
 
 
-def _export_checked(ctx: StepContext, source: Any, exporter: str, path: Path) -> str | None:
+Problem = tuple[str, "BaseException | None"]  # what went wrong, and the exception behind it
+
+
+def _export_checked(ctx: StepContext, source: Any, exporter: str, path: Path
+                    ) -> Problem | None:
     """Export, then check what was written; None when it is right, else what went wrong."""
     import onnx
 
@@ -77,20 +82,20 @@ def _export_checked(ctx: StepContext, source: Any, exporter: str, path: Path) ->
     except PipelineError:
         raise
     except Exception as exc:
-        return f"failed at opset {ctx.params['opset']}: {first_line(exc)}"
+        return f"failed at opset {ctx.params['opset']}: {first_line(exc)}", exc
     written = describe(path)["opset"]
     if written != ctx.params["opset"]:
-        return f"wrote opset {written}, not the {ctx.params['opset']} asked for"
+        return f"wrote opset {written}, not the {ctx.params['opset']} asked for", None
     return _runtime_rejects(path)
 
 
-def _runtime_rejects(path: Path) -> str | None:
+def _runtime_rejects(path: Path) -> Problem | None:
     from qntz.runtime.ortrun import session
 
     try:
         session(path)
     except Exception as exc:
-        return f"wrote a model ONNX Runtime rejects: {first_line(exc)}"
+        return f"wrote a model ONNX Runtime rejects: {first_line(exc)}", exc
     return None
 
 

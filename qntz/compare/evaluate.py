@@ -22,9 +22,12 @@ from qntz.runtime.metrics import OutputStats, latency_ms
 Samples = list[tuple[str, dict[str, np.ndarray]]]
 
 
+SIZE_ITERATIONS = 3  # timed runs per input size, per candidate (volatile, like all latency)
+
+
 def evaluate(ctx: StepContext) -> dict[str, Any]:
     params = ctx.params
-    samples = _samples(ctx)
+    samples = sample_inputs(ctx.pipeline, params)
     ref_id = params["reference"] or _load_id(ctx)
     reference, ref_label = _reference(ctx)
     ctx.report(f"reference {ref_label} on {len(samples)} inputs")
@@ -72,11 +75,33 @@ def _load_id(ctx: StepContext) -> str:
     return next(sid for sid, a in ctx.inputs.items() if "model" in a.provides)
 
 
-def _samples(ctx: StepContext) -> Samples:
-    inputs, params = ctx.pipeline.inputs, ctx.params
+def size_of(label: str) -> str | None:
+    """The input size part of a sample's label ("batch=16" of "batch=16 random#0")."""
+    size, _, variant = label.rpartition(" ")
+    return size if size and size != "static" and variant else None
+
+
+def _size_latencies(runner: Runner, samples: Samples, params: dict[str, Any]
+                    ) -> dict[str, float] | None:
+    """Median latency on the first input of each size, when there are several sizes."""
+    firsts: dict[str, dict[str, np.ndarray]] = {}
+    for label, feed in samples:
+        size = size_of(label)
+        if size is not None:
+            firsts.setdefault(size, feed)
+    if len(firsts) < 2 or not params["iterations"]:
+        return None
+    runs = min(SIZE_ITERATIONS, params["iterations"])
+    return {size: latency_ms(lambda f=feed: runner(f), runs, 1)["median"]
+            for size, feed in firsts.items()}
+
+
+def sample_inputs(pipeline: Any, params: dict[str, Any]) -> Samples:
+    """The labelled inputs a compare step with `params` runs every model on."""
+    inputs = pipeline.inputs
     if params["data"]:
         from qntz.core.data import load_dataset
-        feeds = load_dataset(ctx.pipeline, params["data"], None)
+        feeds = load_dataset(pipeline, params["data"], None)
         return [(f"{params['data']}#{i}", feed) for i, feed in enumerate(feeds)]
     if not params["sizes"]:
         return evaluation_samples(inputs, params["samples"], params["seed"])
@@ -140,6 +165,33 @@ def _run_float64(ctx: StepContext, model: list[Any], feed: dict[str, np.ndarray]
         return None
 
 
+def _add_size(sizes: dict[str, list[float]], label: str, got: list[np.ndarray],
+              want: list[np.ndarray]) -> None:
+    size = size_of(label)
+    if size is None:
+        return
+    sums = sizes.setdefault(size, [0.0, 0.0])
+    for g, w in zip(got, want):
+        g64, w64 = np.asarray(g, np.float64), np.asarray(w, np.float64)
+        if g64.shape == w64.shape:
+            sums[0] += float(np.nansum(np.square(g64 - w64)))
+            sums[1] += float(np.nansum(np.square(w64)))
+
+
+def _size_rows(sizes: dict[str, list[float]]) -> list[dict[str, Any]] | None:
+    """RMS relative error of every output per input size (None with a single size)."""
+    if len(sizes) < 2:
+        return None
+    return [{"size": size, "rms_rel": float(np.sqrt(e / r)) if r > 0 else None}
+            for size, (e, r) in sorted(sizes.items(), key=lambda item: _dims(item[0]))]
+
+
+def _dims(size: str) -> list[int]:
+    """ "batch=16,seq=4" as [16, 4], to order sizes as numbers."""
+    return [int(part.partition("=")[2]) for part in size.split(",")
+            if part.partition("=")[2].isdigit()]
+
+
 def _time(runner: Runner, feed: dict[str, np.ndarray], params: dict[str, Any]) -> Any:
     if not params["iterations"]:
         return None
@@ -171,6 +223,7 @@ def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
     except NotRunnable as exc:
         return {**row, "status": "not run", "reason": f"{step_id} ({kind}) not run: {exc}"}
     stats: list[OutputStats] = []
+    sizes: dict[str, list[float]] = {}  # size -> [error², reference²] over its inputs
     for (label, feed), want in zip(samples, expected):
         try:
             got = runner(feed)
@@ -188,7 +241,10 @@ def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
         for index, (stat, g, w) in enumerate(zip(stats, got, want)):
             truth = (lambda i=index, f=feed: exact(f, i)) if exact else None
             stat.add(label, np.asarray(g), np.asarray(w), truth)
+        _add_size(sizes, label, got, want)
     row["outputs"] = [s.as_dict() for s in stats]
+    row["sizes"] = _size_rows(sizes)
+    row["size_latency_ms"] = _size_latencies(runner, samples, ctx.params)
     row["max_abs"] = max((s.max_abs for s in stats), default=0.0)
     row["cosine_min"] = min((s.cosine_min for s in stats), default=1.0)
     row["top1"] = stats[0].top1 if stats else None

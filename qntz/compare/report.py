@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-TIMING = ("latency_ms", "speedup", "speedup_vs_source", "not_faster_than_source")
+TIMING = ("latency_ms", "speedup", "speedup_vs_source", "not_faster_than_source",
+          "size_latency_ms")
 MARK = {"pass": "✅ pass", "fail": "❌ FAIL", "error": "❌ ERROR", "not run": "⚠️ not run"}
 
 
@@ -94,7 +95,8 @@ def split_timing(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     lasting = copy.deepcopy(report)
     reference = lasting["reference"]
     timing: dict[str, Any] = {
-        "reference": {"id": reference["id"], "latency_ms": reference.pop("latency_ms", None)},
+        "reference": {"id": reference["id"], "latency_ms": reference.pop("latency_ms", None),
+                      "size_latency_ms": reference.pop("size_latency_ms", None)},
         "candidates": {c["id"]: {k: c.pop(k) for k in TIMING if k in c}
                        for c in lasting["candidates"]}}
     return lasting, timing

@@ -30,7 +30,7 @@ TOLERANCE = {"type": "object", "additionalProperties": False,
 
 class Compare(Step):
     kind = "compare"
-    version = 3  # metric auto judges each output by its scale; outputs named by their keys
+    version = 4  # |error| quantiles, RMS relative error, per-size rows; failures localized
     help = "run the reference and every candidate on fresh inputs; fail beyond tolerance"
     params = {
         "reference": {"type": ["string", "null"], "default": None,
@@ -63,7 +63,7 @@ class Compare(Step):
                        "description": "timed runs per model for latency (0: no timing)"},
         "warmup": {"type": "integer", "minimum": 0, "maximum": MAX_SAMPLES, "default": 3},
     }
-    libraries = ("torch", "onnxruntime", "numpy")
+    libraries = ("torch", "onnxruntime", "numpy", "onnx", "protobuf", "ml_dtypes")
     consumes_model = True
     consumes = ("torchscript", "exported_program", "onnx", "engine")
 
@@ -91,13 +91,34 @@ class Compare(Step):
         name = step.params["data"]
         return {"data": data_digest(pipeline, name, digests)} if name else {}
 
+    @classmethod
+    def describe(cls, summary: dict[str, Any]) -> str:
+        if "candidates" not in summary:
+            return super().describe(summary)
+        counts: dict[str, int] = {}
+        for c in summary["candidates"]:
+            counts[c["status"]] = counts.get(c["status"], 0) + 1
+        text = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no candidates"
+        if summary.get("unverified"):
+            text += f"; UNVERIFIED (could not run here): {', '.join(summary['unverified'])}"
+        return text
+
+    @classmethod
+    def details(cls, step_id: str, summary: dict[str, Any]) -> list[Any]:
+        from qntz.compare.console import candidates_table
+
+        return [candidates_table(step_id, summary)] if "candidates" in summary else []
+
     def run(self, ctx: StepContext) -> dict[str, Any]:
-        from qntz.compare.evaluate import evaluate
+        from qntz.compare.divergence import explain_failures
+        from qntz.compare.evaluate import evaluate, sample_inputs
         from qntz.compare.report import markdown, split_timing
         from qntz.core.scratch import scratch
 
-        with scratch(ctx, "compare-"):  # engine runtimes leave files in TMPDIR
+        with scratch(ctx, "compare-") as work:  # engine runtimes leave files in TMPDIR
             report = evaluate(ctx)
+            if any(c["status"] == "fail" for c in report["candidates"]):
+                explain_failures(ctx, report, sample_inputs(ctx.pipeline, ctx.params), work)
         lasting, timing = split_timing(report)
         (ctx.out / "report.json").write_text(json.dumps(lasting, indent=1))
         (ctx.out / "latency.json").write_text(json.dumps(timing, indent=1))
@@ -109,7 +130,8 @@ class Compare(Step):
                                    "speedup_vs_source", "source", "not_faster_than_source",
                                    "max_abs", "cosine_min", "top1")}
             for c in report["candidates"]],
-            "reference": report["reference"], "volatile": ["latency.json", "report.md"]}
+            "reference": report["reference"], "volatile": ["latency.json", "report.md"],
+            "figures": figures(lasting)}
         unverified = [c["id"] for c in report["candidates"] if c["status"] == "not run"]
         if unverified:
             summary["unverified"] = unverified
@@ -118,3 +140,23 @@ class Compare(Step):
                 c["reason"] + (" (required by `require`)" if c["status"] == "not run" else "")
                 for c in failed)
         return summary
+
+
+def figures(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each candidate's deterministic accuracy figures, for the lock file (`qntz diff`):
+    status, the deciding metric and its value, worst max abs error, cosine and top-1."""
+    rounded = {}
+    for c in report["candidates"]:
+        first = (c.get("outputs") or [{}])[0]
+        metric = first.get("metric")
+        value = {"top1": c.get("top1"), "cosine": first.get("cosine_mean")}.get(
+            metric, c.get("max_abs"))
+        rounded[c["id"]] = {"status": c["status"], "metric": metric if metric in (
+            "top1", "cosine") else "max_abs", "value": _six(value), "top1": _six(c.get("top1")),
+            "cosine_min": _six(c.get("cosine_min")), "max_abs": _six(c.get("max_abs"))}
+    return rounded
+
+
+def _six(value: Any) -> Any:
+    """Six significant digits: what a person compares, stable across reruns."""
+    return float(f"{value:.6g}") if isinstance(value, float) else value

@@ -30,8 +30,12 @@ def read_lock(path: Path) -> dict[str, Any]:
     return {**lock, "steps": steps}
 
 
-def step_entry(key: str, record: dict[str, Any], outputs: dict[str, str]) -> dict[str, Any]:
-    return {"key": key, **record, "outputs": outputs}
+def step_entry(key: str, record: dict[str, Any], outputs: dict[str, str],
+               figures: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A step's lock record: its key, what the key was made of, its lasting outputs and the
+    deterministic figures it reports (a compare's accuracy; wall-clock ones never)."""
+    entry = {"key": key, **record, "outputs": outputs}
+    return {**entry, "figures": figures} if figures else entry
 
 
 def merged(path: Path, name: str, order: list[str],

@@ -81,3 +81,37 @@ def outcome(result: Any, folder: Path) -> StepOutcome:
     error = result.error or (QntzError(result.reason) if result.state == "failed" else None)
     return StepOutcome(result.id, result.kind, result.state, result.seconds, result.reason,
                        artifact.key if artifact else None, files, result.summary, error)
+
+
+RUN_LOG = ".qntz-run.json"  # in out/<name>/; a step id cannot start with a dot
+
+
+def record_run(result: RunResult) -> None:
+    """Keep what this run did to each step (state, seconds, error) and when, beside its
+    outputs: the report shows the run, and is the same whenever it is regenerated."""
+    import json
+    import time
+
+    from qntz.core.hashing import write_atomic
+    from qntz.core.workspace import inside
+
+    steps = {sid: {"state": s.state, "seconds": round(s.seconds, 3),
+                   "error": s.error.message if s.error else None}
+             for sid, s in result.steps.items()}
+    log = {"recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "steps": steps}
+    try:
+        result.out.mkdir(parents=True, exist_ok=True)
+        write_atomic(inside(result.out, result.out / RUN_LOG), json.dumps(log, indent=1) + "\n")
+    except OSError:  # a read-only out/ serving a cached run: the report falls back to the plan
+        pass
+
+
+def read_run(out: Path) -> dict[str, Any]:
+    """The last recorded run of the pipeline whose outputs are in `out` (empty if none)."""
+    import json
+
+    try:
+        log = json.loads((out / RUN_LOG).read_text())
+    except (OSError, ValueError):
+        return {}
+    return log if isinstance(log, dict) and isinstance(log.get("steps"), dict) else {}

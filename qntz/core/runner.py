@@ -270,7 +270,8 @@ class Session:
         from qntz.core.hashing import digest_value
 
         built = {sid: r.artifact for sid, r in results.items() if r.artifact is not None}
-        updates = {sid: step_entry(a.key, a.manifest["record"], a.lasting_files())
+        updates = {sid: step_entry(a.key, a.manifest["record"], a.lasting_files(),
+                                   a.summary.get("figures"))
                    for sid, a in built.items()}
         _, changed = merged(self.lock_path, self.pipeline.name, list(self.pipeline.steps),
                             updates)

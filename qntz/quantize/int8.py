@@ -10,6 +10,7 @@ from typing import Any
 
 from qntz.core.errors import PipelineError, first_line
 from qntz.core.step import StepContext
+from qntz.quantize.actions import node_actions
 from qntz.quantize.agreement import measure
 
 
@@ -57,6 +58,7 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
         elif params["max_drop"] is None:
             check_agreement(ctx, accuracy)
         shutil.copyfile(quantized, ctx.out / "model.onnx")
+        actions = node_actions(prepared, ctx.out / "model.onnx", recipe, params, kept)
         if (work / "calibration.json").is_file():  # tensor ranges, in a stable order
             ranges = json.loads((work / "calibration.json").read_text())
             (ctx.out / "calibration.json").write_text(json.dumps(ranges, sort_keys=True))
@@ -66,7 +68,7 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
                             "method": params["method"] if recipe.mode == "static" else None},
             "coverage": {k: v for k, v in coverage.items() if k not in ("intended", "bias")},
             "bias_correction": coverage.get("bias"), "accuracy": accuracy,
-            "kept_float_for_budget": kept, "budget_search": tradeoff,
+            "kept_float_for_budget": kept, "budget_search": tradeoff, "node_actions": actions,
             **({"volatile": ["budget_latency.json"]} if tradeoff else {}),
             **describe(ctx.out / "model.onnx")}
 

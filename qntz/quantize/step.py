@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from qntz.core.errors import PipelineError, first_line
 from qntz.core.schema import MAX_SAMPLES
 from qntz.core.step import Step, StepContext
+from qntz.core.wording import plural
 
 if TYPE_CHECKING:
     from qntz.core.hashing import FileDigests
@@ -19,7 +20,7 @@ NAMES = {"type": ["array", "null"], "items": {"type": "string"}, "default": None
 
 class Quantize(Step):
     kind = "quantize"
-    version = 3
+    version = 4  # quantize.json: node_actions (what became of each compute node, and why)
     help = "INT8 (calibrated Q/DQ, or dynamic) or FP16 ONNX for ONNX Runtime and TensorRT"
     params = {
         "precision": {"enum": ["int8", "fp16", "bf16"], "default": "int8",
@@ -87,6 +88,21 @@ class Quantize(Step):
         if step.params["precision"] != "int8":
             return {}
         return {"data": data_digest(pipeline, step.params["data"], digests)}
+
+    @classmethod
+    def describe(cls, summary: dict[str, Any]) -> str:
+        s = summary
+        if "precision" not in s:
+            return super().describe(s)
+        if s["precision"] in ("fp16", "bf16"):
+            return (f"{s['precision']}: {plural(s['half_weights'], s['precision'] + ' weight')}, "
+                    f"{plural(s['casts'], 'cast')}")
+        acc, cov = s["accuracy"], s["coverage"]
+        kept = (f", {len(s['kept_float_for_budget'])} kept float for the budget"
+                if s["kept_float_for_budget"] else "")
+        return (f"int8 {s['recipe']['mode']}: {plural(cov['quantized_nodes'], 'node')} "
+                f"quantized{kept}; on calibration data top-1 {acc['top1']['agreement']:.1%}, "
+                f"cosine {acc['cosine']['mean']:.4f}")
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         source = ctx.input_providing("onnx")

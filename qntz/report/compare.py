@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from qntz.report import plots
+import qntz.report.plots as plots
 from qntz.report.blocks import code, figure, note, passed_badge, table
 from qntz.report.svg import esc, finite, num
 

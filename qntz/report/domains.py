@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from qntz.report import plots
+import qntz.report.plots as plots
 from qntz.report.blocks import badge, code, facts, figure, note, table
 from qntz.report.svg import esc, finite, num
 

@@ -56,7 +56,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from qntz.report import compare, domains
+import qntz.report.compare as compare
+import qntz.report.domains as domains
 from qntz.report.blocks import badge, code, heading, table
 from qntz.report.dag import dag_svg
 from qntz.report.svg import esc, num

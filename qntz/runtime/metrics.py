@@ -12,6 +12,8 @@ import numpy as np
 ATOL, RTOL = 1e-4, 1e-3  # the allclose bar of `metric: auto`
 SCALE = 1e-3  # auto: max abs error as a fraction of the reference's RMS, per input
 TINY = float(np.finfo(np.float32).tiny)  # below float32's normal range: zero for our purpose
+QUANTILES = ("0.5", "0.9", "0.99", "0.999", "1")
+KEPT_ERRORS = 1 << 18  # |error| values kept per input for quantiles (evenly strided beyond)
 
 
 @dataclass
@@ -41,6 +43,9 @@ class OutputStats:
     rows: int = 0
     agree: int = 0
     rules: dict[str, int] = field(default_factory=dict)  # auto: inputs each rule passed
+    error_sq: float = 0.0  # sums of squares over every input, for the RMS relative error
+    reference_sq: float = 0.0
+    _errors: list[np.ndarray] = field(default_factory=list, repr=False)
     _worst_excess: float = field(default=-np.inf, repr=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +105,7 @@ class OutputStats:
         got64, want64 = got.astype(np.float64), want.astype(np.float64)
         diff = np.abs(got64 - want64)
         diff = np.where(np.isnan(got64) & np.isnan(want64), 0.0, diff)
+        self._keep_errors(diff, want64)
         if got.size:
             self.max_abs = max(self.max_abs, float(np.nanmax(diff)) if diff.size else 0.0)
             if np.isnan(diff).any():
@@ -152,6 +158,27 @@ class OutputStats:
         own = float(np.abs(want - truth).max())
         return "float64" if own > 0 and float(np.abs(got - truth).max()) <= 3 * own else None
 
+    def _keep_errors(self, diff: np.ndarray, want: np.ndarray) -> None:
+        self.error_sq += float(np.nansum(np.square(diff)))
+        self.reference_sq += float(np.nansum(np.square(want)))
+        flat = diff.ravel()
+        self._errors.append(flat[::max(1, -(-flat.size // KEPT_ERRORS))])
+
+    @property
+    def rms_rel(self) -> float | None:
+        """RMS of the error over RMS of the reference, over every input (None: all zero)."""
+        if self.reference_sq > 0:
+            return float(np.sqrt(self.error_sq / self.reference_sq))
+        return 0.0 if self.error_sq == 0 else None
+
+    def error_quantiles(self) -> dict[str, float] | None:
+        """Quantiles of |error| over every input (a strided sample of large outputs)."""
+        kept = np.concatenate(self._errors) if self._errors else np.zeros(0)
+        kept = kept[~np.isnan(kept)]
+        if not kept.size:
+            return None
+        return {q: float(np.quantile(kept, float(q))) for q in QUANTILES}
+
     @property
     def cosine_mean(self) -> float | None:
         return self.cosine_sum / self.samples if self.samples else None
@@ -171,6 +198,7 @@ class OutputStats:
             "max_scaled": self.max_scaled if self.metric == "auto" else None,
             "cosine_min": self.cosine_min,
             "cosine_mean": self.cosine_mean, "top1": self.top1,
+            "rms_rel": self.rms_rel, "abs_error_quantiles": self.error_quantiles(),
             "samples": self.samples, "failed_samples": self.failures,
             "worst_sample": self.worst_sample, "problem": self.problem,
         }

@@ -1,0 +1,98 @@
+"""The run record `render` draws (its shape: `qntz.report.render`), built from what a run
+left: the recorded run (state and time of each step), the cache entries and their files.
+
+Nothing here reads the clock or the machine: the same run and cache give the same record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import qntz.report.parts as parts
+from qntz.core.cache import Artifact
+
+STATES = {"pulled": "cached"}  # a step pulled from the remote cache was not built here
+
+
+def run_record(pipeline: Any, artifacts: Mapping[str, Artifact], run: dict[str, Any]
+               ) -> dict[str, Any]:
+    """The record of the recorded `run` (empty: what the cache holds) of `pipeline`."""
+    recorded = run.get("steps") or {}
+    steps = [_step(pipeline, pipeline.steps[sid], artifacts.get(sid), recorded.get(sid) or {})
+             for sid in pipeline.order()]
+    _not_run_engines(steps, artifacts)
+    return {"report": 1, "pipeline": pipeline.name, "recorded_at": run.get("recorded_at"),
+            "steps": steps}
+
+
+def _step(pipeline: Any, spec: Any, artifact: Artifact | None, ran: dict[str, Any]
+          ) -> dict[str, Any]:
+    failed = artifact is not None and bool(artifact.summary.get("failed"))
+    state = ran.get("state") or ("failed" if failed else "cached" if artifact else "not run")
+    step: dict[str, Any] = {"id": spec.id, "kind": spec.kind, "state": STATES.get(state, state),
+                            "seconds": ran.get("seconds"), "needs": list(spec.needs),
+                            "summary": _summary(spec, artifact, ran)}
+    if artifact is not None:
+        part = PARTS.get(spec.kind)
+        if part is not None:
+            step[part[0]] = part[1](artifact, pipeline)
+    return step
+
+
+def _summary(spec: Any, artifact: Artifact | None, ran: dict[str, Any]) -> str:
+    """One line: the error of a step that failed, else what it made."""
+    error = ran.get("error") or (artifact.summary.get("failed") if artifact else None)
+    if error:
+        return str(error).split(f"step '{spec.id}': ", 1)[-1]
+    if artifact is None:
+        return ""
+    from qntz.core.registry import KINDS
+
+    kind = KINDS.get(spec.kind)
+    return kind.describe(artifact.summary) if kind is not None else ""
+
+
+def read_json(artifact: Artifact, name: str) -> Any:
+    """A JSON file of the entry, None when absent or unreadable."""
+    if name not in artifact.files():
+        return None
+    try:
+        return json.loads(artifact.file(name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _compare(artifact: Artifact, pipeline: Any) -> dict[str, Any]:
+    return parts.compare(read_json(artifact, "report.json") or {},
+                         read_json(artifact, "latency.json") or {})
+
+
+def _preflight(artifact: Artifact, pipeline: Any) -> dict[str, Any]:
+    return parts.preflight(read_json(artifact, "report.json") or {}, pipeline.root)
+
+
+def _quantize(artifact: Artifact, pipeline: Any) -> dict[str, Any]:
+    return parts.quantize(artifact.summary, artifact.manifest.get("record", {}).get("params", {}),
+                          read_json(artifact, "budget_latency.json") or [])
+
+
+def _tensorrt(artifact: Artifact, pipeline: Any) -> dict[str, Any]:
+    timing = read_json(artifact, "timing.json") or {}
+    return parts.tensorrt(read_json(artifact, "layers.json") or artifact.summary,
+                          timing.get("build_seconds"))
+
+
+PARTS = {"compare": ("compare", _compare), "preflight": ("preflight", _preflight),
+         "quantize": ("quantize", _quantize), "tensorrt": ("tensorrt", _tensorrt)}
+
+
+def _not_run_engines(steps: list[dict[str, Any]], artifacts: Mapping[str, Artifact]) -> None:
+    """An engine a compare could not run here is listed with the engine, with the reason."""
+    engines = {s["id"]: s for s in steps if "tensorrt" in s}
+    for step in steps:
+        for row in (step.get("compare") or {}).get("candidates", []):
+            if row.get("status") == "not run" and row["name"] in engines:
+                engines[row["name"]]["tensorrt"].setdefault("not_run", []).append(
+                    {"name": f"{step['id']}/{row['name']}", "reason": row.get("reason")})
