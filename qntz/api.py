@@ -13,6 +13,7 @@ does not raise: its outcome carries the error, and the result is falsy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,50 @@ def load_pipeline(path: str | Path) -> Any:
     from qntz.core.pipeline import load_pipeline as load
 
     return load(path)
+
+
+def validate(path: str | Path) -> Any:
+    """`load_pipeline`, plus a static check that each factory's module and attribute exist
+    (without importing torch or the model's code)."""
+    from qntz.core.factory_check import check_factories
+
+    pipeline = load_pipeline(path)
+    check_factories(pipeline)
+    return pipeline
+
+
+def step_kinds() -> Mapping[str, Any]:
+    """Every registered step kind (qntz's own and plugins'), by name; a kind's module is
+    imported when it is looked up."""
+    from qntz.core.registry import KINDS
+
+    return KINDS
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of pipeline files, with every registered kind's parameters."""
+    from qntz.core.schema import full_schema
+
+    return full_schema()
+
+
+def cache(action: str, console: Any = None, dry_run: bool = False) -> Any:
+    """The project cache (of the current folder's project): `dir` gives its path; `verify`,
+    `gc` and `clear` print what they do on `console` (a rich Console) and return the exit
+    code (verify, gc) or the number of entries removed (clear)."""
+    from pathlib import Path as _Path
+
+    from qntz.core import cache_admin
+    from qntz.core.workspace import Workspace
+
+    workspace = Workspace.of(_Path.cwd())
+    if action == "dir":
+        return workspace.cache_dir
+    if action == "verify":
+        return cache_admin.verify(workspace, console)
+    if action == "gc":
+        return cache_admin.gc(workspace, console, dry_run)
+    return cache_admin.clear(workspace)
 
 
 def session(pipeline: Any, remote: bool = True) -> Any:

@@ -195,11 +195,11 @@ def _run_document(result: Any) -> dict[str, Any]:
 
 
 def _show_run(console: Any, result: Any, start: float) -> None:
-    from qntz.core.registry import KINDS
+    from qntz import api
 
     steps = list(result.steps.values())
     for step in steps:
-        kind = KINDS.get(step.kind)
+        kind = api.step_kinds().get(step.kind)
         for detail in (kind.details(step.id, step.summary) if kind and step.files else []):
             console.print(detail)
         if "report.md" in step.files:
@@ -276,11 +276,9 @@ def cmd_pull(args: argparse.Namespace, console: Any) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, console: Any) -> int:
-    from qntz.core.factory_check import check_factories
-    from qntz.core.pipeline import load_pipeline
+    from qntz import api
 
-    pipeline = load_pipeline(args.file)
-    check_factories(pipeline)
+    pipeline = api.validate(args.file)
     if args.json:
         print(json.dumps({"ok": True, "file": args.file, "name": pipeline.name,
                           "steps": pipeline.order()}, indent=1))
@@ -291,9 +289,9 @@ def cmd_validate(args: argparse.Namespace, console: Any) -> int:
 
 
 def cmd_dag(args: argparse.Namespace, console: Any) -> int:
-    from qntz.core.pipeline import load_pipeline
+    from qntz import api
 
-    pipeline = load_pipeline(args.file)
+    pipeline = api.load_pipeline(args.file)
     steps = [pipeline.steps[sid] for sid in pipeline.order()]
     if args.json:
         print(json.dumps({"steps": [{"id": s.id, "kind": s.kind, "needs": list(s.needs)}
@@ -312,21 +310,22 @@ def cmd_dag(args: argparse.Namespace, console: Any) -> int:
 
 
 def cmd_steps(args: argparse.Namespace, console: Any) -> int:
-    from qntz.core.registry import KINDS
+    from qntz import api
 
-    kinds = [args.kind] if args.kind else list(KINDS)
+    registered = api.step_kinds()
+    kinds = [args.kind] if args.kind else list(registered)
     for name in kinds:
-        if name not in KINDS:
+        if name not in registered:
             from qntz.core.wording import did_you_mean
-            raise PipelineError(f"unknown step kind '{name}'{did_you_mean(name, list(KINDS))}",
+            raise PipelineError(f"unknown step kind '{name}'{did_you_mean(name, list(registered))}",
                                 hint="run `qntz steps` for the list")
     if args.json:
-        print(json.dumps({"kinds": [{"kind": n, "version": KINDS[n].version,
-                                     "help": KINDS[n].help, "schema": KINDS[n].schema()}
+        print(json.dumps({"kinds": [{"kind": n, "version": registered[n].version,
+                                     "help": registered[n].help, "schema": registered[n].schema()}
                                     for n in kinds]}, indent=1))
         return EXIT_OK
     for name in kinds:
-        kind = KINDS[name]
+        kind = registered[name]
         console.print(f"[bold]{name}[/] (v{kind.version}): {escape(kind.help)}")
         for param, spec in kind.params.items():
             kind_of = spec.get("type") or list(map(str, spec.get("enum", [])))
@@ -338,27 +337,23 @@ def cmd_steps(args: argparse.Namespace, console: Any) -> int:
 
 
 def cmd_schema(args: argparse.Namespace, console: Any) -> int:
-    from qntz.core.schema import full_schema
+    from qntz import api
 
-    print(json.dumps(full_schema(), indent=2))
+    print(json.dumps(api.schema(), indent=2))
     return EXIT_OK
 
 
 def cmd_cache(args: argparse.Namespace, console: Any) -> int:
-    from qntz.core import cache_admin
-    from qntz.core.workspace import Workspace
+    from qntz import api
 
-    workspace = Workspace.of(Path.cwd())
     if args.action == "dir":
-        print(workspace.cache_dir)
+        print(api.cache("dir"))
         return EXIT_OK
-    if args.action == "verify":
-        return cache_admin.verify(workspace, console)
-    if args.action == "gc":
-        return cache_admin.gc(workspace, console, args.dry_run)
-    removed = cache_admin.clear(workspace)
+    if args.action in ("verify", "gc"):
+        return api.cache(args.action, console, args.dry_run)
+    removed = api.cache("clear")
     console.print(f"removed {plural(removed, 'cache entry', 'cache entries')} from "
-                  f"{workspace.cache_dir}")
+                  f"{api.cache('dir')}")
     return EXIT_OK
 
 

@@ -111,3 +111,11 @@ def test_the_checker_sees_lazy_imports_and_cycles() -> None:
     assert seen == {"qntz.core.runner"}
     assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b", "a"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_cli_uses_only_the_api() -> None:
+    allowed = {"qntz.api", "qntz.cli_inspect", "qntz.core.errors", "qntz.core.wording",
+               "qntz.core.progress"}  # errors are part of the API; the rest is presentation
+    graph = import_graph()
+    used = graph["qntz.cli"] | graph["qntz.cli_inspect"]
+    assert used <= allowed, f"the CLI goes around the API: {sorted(used - allowed)}"
