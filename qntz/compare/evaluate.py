@@ -130,7 +130,7 @@ def _reference(ctx: StepContext) -> tuple[Runner, str]:
     if "onnx" in load.provides:
         runner, _ = onnx_runner(load.file("model.onnx"))
         return runner, "the source ONNX model on ONNX Runtime"
-    return torch_runner(ctx.live_model(), ctx.pipeline.inputs), "PyTorch eager"
+    return torch_runner(ctx.live_model(), ctx.pipeline.inputs, eager=True), "PyTorch eager"
 
 
 def _float64_reference(ctx: StepContext) -> Any:

@@ -15,23 +15,26 @@ class TorchRunner:
     """Runs a torch module with the inputs bound to its forward by name; `names` are the
     names of its outputs (dict keys), known after the first call."""
 
-    def __init__(self, module: Any, inputs: dict[str, InputSpec]):
-        self.module, self.inputs, self.names = module, inputs, []
+    def __init__(self, module: Any, inputs: dict[str, InputSpec], eager: bool = False):
+        self.module, self.inputs, self.names, self.eager = module, inputs, [], eager
 
     def __call__(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        from qntz.runtime.torchio import flatten_outputs, output_names, to_torch
+        from qntz.runtime.torchio import call_eager, flatten_outputs, output_names, to_torch
 
-        args, kwargs = to_torch(feed, self.inputs, self.module)
         with torch.inference_mode():
-            result = self.module(*args, **kwargs)
+            if self.eager:  # the user's model failing is about the inputs, not a conversion
+                result = call_eager(self.module, feed, self.inputs)
+            else:
+                args, kwargs = to_torch(feed, self.inputs, self.module)
+                result = self.module(*args, **kwargs)
         self.names = self.names or output_names(result)
         return flatten_outputs(result)
 
 
-def torch_runner(module: Any, inputs: dict[str, InputSpec]) -> TorchRunner:
-    return TorchRunner(module, inputs)
+def torch_runner(module: Any, inputs: dict[str, InputSpec], eager: bool = False) -> TorchRunner:
+    return TorchRunner(module, inputs, eager)
 
 
 def onnx_runner(path: Any) -> tuple[Runner, list[str]]:

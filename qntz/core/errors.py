@@ -31,6 +31,11 @@ class StepFailed(QntzError):
     exit_code = 1
 
 
+class InputRejected(StepFailed):
+    """The eager model itself fails on an input the pipeline declares (often a size it
+    cannot take): the pipeline's `inputs` must say which sizes are valid."""
+
+
 class ComparisonFailed(StepFailed):
     """A candidate disagreed with the reference beyond tolerance: exit 1."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qntz.core.errors import PipelineError
@@ -27,6 +27,14 @@ class InputSpec:
     dims: dict[str, tuple[int, int, int]]  # every named dim of this input: (min, opt, max)
     range: tuple[float, float]  # integers: both ends included
     role: str | None = None  # mask: padded rows (trailing zeros); tokens: pad ids there
+    multiple_of: dict[str, int] = field(default_factory=dict)  # sizes a dim accepts
+
+    def record(self) -> dict[str, Any]:
+        """As cache keys hold it (no rule: no entry, so older keys stay valid)."""
+        record = asdict(self)
+        if not self.multiple_of:
+            del record["multiple_of"]
+        return record
 
     def concrete(self, sizes: dict[str, int]) -> tuple[int, ...]:
         return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
@@ -52,11 +60,37 @@ def parse_inputs(section: dict[str, Any], where: Callable[..., str]) -> dict[str
                     f"input '{name}': dim '{dim}' has two different ranges",
                     where=where("inputs", name, "dynamic", dim), hint="give it one range")
             ranges[dim] = (low, opt, high)
-    return {name: _parse_one(name, spec, ranges, where) for name, spec in section.items()}
+    multiples = _multiples(section, ranges, where)
+    return {name: _parse_one(name, spec, ranges, where, multiples)
+            for name, spec in section.items()}
+
+
+def _multiples(section: dict[str, Any], ranges: dict[str, tuple[int, int, int]],
+               where: Callable[..., str]) -> dict[str, int]:
+    """`multiple_of: {dim: N}`: the sizes the model accepts; min, opt and max must be ones."""
+    found: dict[str, int] = {}
+    for name, spec in section.items():
+        for dim, step in (spec.get("multiple_of") or {}).items():
+            at = where("inputs", name, "multiple_of", dim)
+            if dim not in ranges:
+                raise PipelineError(f"input '{name}': multiple_of names '{dim}', which is not "
+                                    "a dynamic dim", where=at,
+                                    hint="name a dim that `dynamic` gives a range")
+            if found.get(dim, step) != step:
+                raise PipelineError(f"input '{name}': dim '{dim}' has two multiple_of rules",
+                                    where=at, hint="give it one")
+            wrong = [v for v in ranges[dim] if v % step]
+            if wrong:
+                raise PipelineError(
+                    f"input '{name}': dim '{dim}' must be a multiple of {step}, but its range "
+                    f"{list(ranges[dim])} has {wrong[0]}", where=at,
+                    hint=f"make min, opt and max multiples of {step}")
+            found[dim] = step
+    return found
 
 
 def _parse_one(name: str, spec: dict[str, Any], ranges: dict[str, tuple[int, int, int]],
-               where: Callable[..., str]) -> InputSpec:
+               where: Callable[..., str], multiples: dict[str, int]) -> InputSpec:
     dims: dict[str, tuple[int, int, int]] = {}
     for axis, dim in enumerate(spec["shape"]):
         if isinstance(dim, str):
@@ -72,7 +106,8 @@ def _parse_one(name: str, spec: dict[str, Any], ranges: dict[str, tuple[int, int
     low, high = spec.get("range", default_range)
     _check_range(name, dtype, low, high, where, bool(spec.get("constant")))
     role = spec.get("role") or _inferred_role(name, dtype, (low, high))
-    return InputSpec(name, tuple(spec["shape"]), dtype, dims, (low, high), role)
+    rules = {d: multiples[d] for d in dims if d in multiples}
+    return InputSpec(name, tuple(spec["shape"]), dtype, dims, (low, high), role, rules)
 
 
 def _inferred_role(name: str, dtype: str, bounds: tuple[float, float]) -> str | None:
@@ -207,7 +242,8 @@ def size_variants(inputs: dict[str, InputSpec]) -> list[dict[str, int]]:
     if not dims:
         return [{}]
     variants = [{d: r[0] for d, r in dims.items()}, {d: r[2] for d, r in dims.items()}]
-    middle = {d: _between(r) for d, r in dims.items()}
+    steps = {d: n for spec in inputs.values() for d, n in spec.multiple_of.items()}
+    middle = {d: _between(r, steps.get(d, 1)) for d, r in dims.items()}
     variants.append(middle)
     unique: list[dict[str, int]] = []
     for v in variants:
@@ -216,9 +252,9 @@ def size_variants(inputs: dict[str, InputSpec]) -> list[dict[str, int]]:
     return unique
 
 
-def _between(bounds: tuple[int, int, int]) -> int:
+def _between(bounds: tuple[int, int, int], step: int = 1) -> int:
     low, opt, high = bounds
-    candidates = [v for v in range(low, high + 1) if v not in (low, opt, high)]
+    candidates = [v for v in range(low, high + 1, step) if v not in (low, opt, high)]
     return candidates[len(candidates) // 2] if candidates else opt
 
 

@@ -43,7 +43,7 @@ def key_record(spec: StepSpec, pipeline: Pipeline, inputs: dict[str, Artifact],
     if source and not source.startswith("qntz=="):
         record["plugin"] = source  # a plugin's own release enters its steps' keys
     if spec.kind != "load":
-        record["model_inputs"] = {n: asdict(s) for n, s in pipeline.inputs.items()}
+        record["model_inputs"] = {n: s.record() for n, s in pipeline.inputs.items()}
     return json.loads(canonical_json(record))  # as the lock file will hold it: lists, not tuples
 
 

@@ -236,6 +236,7 @@ class Session:
             provides = summary.pop("provides", None) or list(provided_by(spec))
             artifact = self.cache.commit(sid, key, work, provides, summary, record)
         except QntzError as exc:
+            exc.where = exc.where or ctx.where
             return StepResult(sid, spec.kind, "failed", time.perf_counter() - start,
                               str(exc), error=exc)
         except Exception as exc:

@@ -35,6 +35,12 @@ INPUT_SCHEMA: dict[str, Any] = {
             "additionalProperties": {"type": "array", "items": {"type": "integer"},
                                      "minItems": 3, "maxItems": 3},
         },
+        "multiple_of": {
+            "type": "object",
+            "description": "sizes a dynamic dim accepts, e.g. {height: 8} for a U-Net that "
+                           "halves it three times; every generated size honours it",
+            "additionalProperties": {"type": "integer", "minimum": 1, "maximum": 4096},
+        },
         "range": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
                   "description": "value range for generated data (integers: both ends "
                                  "included)"},

@@ -93,11 +93,11 @@ class Checks:
         """Compare a captured model with eager; record a finding on the first disagreement."""
         import torch
 
-        from qntz.runtime.torchio import flatten_outputs
+        from qntz.runtime.torchio import call_eager, flatten_outputs
 
         for kind, label, feed in self.probes():
             with torch.inference_mode():
-                want = flatten_outputs(self.run(self.model, feed))
+                want = flatten_outputs(call_eager(self.model, feed, self.inputs))
                 try:
                     got = flatten_outputs(self.run(call, feed))
                 except Exception as exc:

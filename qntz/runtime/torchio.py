@@ -165,3 +165,21 @@ def dynamic_shapes(inputs: dict[str, InputSpec], model: Any = None
     positional = [n for n in inputs if n not in params]
     named = dict(zip(positional, params))
     return {named.get(n, n): shapes[n] for n in call_order(inputs, model)}
+
+
+def call_eager(model: Any, feed: dict[str, Any], inputs: dict[str, InputSpec]) -> Any:
+    """The eager model's result on `feed`; when the model itself fails, InputRejected naming
+    the inputs' shapes and the rule that would exclude them."""
+    args, kwargs = to_torch(feed, inputs, model)
+    try:
+        return model(*args, **kwargs)
+    except Exception as exc:
+        from qntz.core.errors import InputRejected, first_line
+
+        shapes = ", ".join(f"{n} {list(getattr(a, 'shape', []))}" for n, a in feed.items())
+        dynamic = sorted({d for spec in inputs.values() for d in spec.dims})
+        hint = (f"declare the sizes it accepts: `multiple_of: {{{dynamic[0]}: N}}` on the "
+                f"input, or narrow `dynamic`" if dynamic else "check the inputs' shapes and "
+                "dtypes against what the model's forward expects")
+        raise InputRejected(f"the model itself fails on {shapes}: {first_line(exc)}",
+                            hint=hint) from exc
