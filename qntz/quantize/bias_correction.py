@@ -149,10 +149,12 @@ def mean_inputs(model: Any, found: list[Layer], feeds: list[dict[str, np.ndarray
         rows += len(next(iter(values.values())))
         for index, layer in enumerate(found):
             x = values[layer.node.input[0]]
-            sums[index] = sums[index] + (
-                x.reshape(-1, x.shape[-1]).sum(0) if layer.node.op_type == "Gemm"
-                else _tap_means(x, layer.node, layer.error.shape[2:]))
-    return [s / rows for s in sums]
+            sums[index] = sums[index] + (x.reshape(-1, x.shape[-1]).sum(0, np.float64)
+                                         if layer.node.op_type == "Gemm" else x.sum(0, np.float64))
+    # the tap means are linear in the input: taken once, of the sum over all rows
+    return [s / rows if layer.node.op_type == "Gemm" else
+            _tap_means(s[None], layer.node, layer.error.shape[2:]) / rows
+            for layer, s in zip(found, sums)]
 
 
 def correct_biases(quantized: Path, reference: Path, feeds: list[dict[str, np.ndarray]]

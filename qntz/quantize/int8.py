@@ -57,6 +57,7 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
                 ctx, build, prepared, quantized, feeds, coverage["intended"])
         elif params["max_drop"] is None:
             check_agreement(ctx, accuracy)
+        check_tolerance(ctx, accuracy)
         shutil.copyfile(quantized, ctx.out / "model.onnx")
         actions = node_actions(prepared, ctx.out / "model.onnx", recipe, params, kept)
         if (work / "calibration.json").is_file():  # tensor ranges, in a stable order
@@ -86,6 +87,35 @@ def check_agreement(ctx: StepContext, accuracy: dict[str, Any]) -> None:
                        hint="set an accuracy budget (e.g. max_drop: 0.01, metric: top1) to "
                        "keep the sensitive nodes float, add calibration data, or lower "
                        "min_top1 / min_cosine if this accuracy is acceptable")
+
+
+def compare_bars(pipeline: Any, step_id: str) -> dict[str, float]:
+    """The top-1 / cosine bars that the pipeline's `compare` steps set for the model of
+    `step_id` (step-wide metric and threshold, then `tolerances.<step_id>`), the strictest."""
+    bars: dict[str, float] = {}
+    for step in pipeline.steps.values():
+        if step.kind != "compare" or step_id not in step.needs:
+            continue
+        tol = {"metric": step.params.get("metric"), "threshold": step.params.get("threshold"),
+               **step.params.get("tolerances", {}).get(step_id, {})}
+        if tol["metric"] in ("top1", "cosine") and tol["threshold"] is not None:
+            bars[tol["metric"]] = max(bars.get(tol["metric"], -1.0), tol["threshold"])
+    return bars
+
+
+def check_tolerance(ctx: StepContext, accuracy: dict[str, Any]) -> None:
+    """INT8 that misses, on its own calibration data, the bar a `compare` step of the
+    pipeline sets for it fails here (documented in the README): calibration data flatters the
+    model it calibrated, so fresh data would miss the bar too, later and at more cost."""
+    got = {"top1": accuracy["top1"]["agreement"], "cosine": accuracy["cosine"]["mean"]}
+    missed = {m: bar for m, bar in compare_bars(ctx.pipeline, ctx.step.id).items()
+              if got[m] < bar}
+    if missed:
+        metric, bar = next(iter(missed.items()))
+        raise ctx.fail(f"INT8 misses the pipeline's tolerance on its own calibration data: "
+                       f"{metric} {got[metric]:.6f} < threshold {bar} set by compare",
+                       hint=f"set max_drop: {1 - bar:.4g}, metric: {metric} to keep the "
+                       "sensitive nodes float, add calibration data, or lower the threshold")
 
 
 def _quantize(ctx: StepContext, prepared: Path, feeds: list, work: Path) -> tuple:
@@ -168,13 +198,13 @@ def _builder(ctx: StepContext, prepared: Path, recipe: Any, feeds: list, work: P
 
 def meet_budget(ctx: StepContext, build: Callable, prepared: Path, quantized: Path,
                 feeds: list, intended: list[str]) -> tuple:
-    """Keep the fewest most sensitive nodes in float that meet the budget; the latency of
-    each point explored goes to the volatile `budget_latency.json`."""
+    """The fastest model meeting the budget, the most sensitive nodes kept float; the latency
+    of each point explored goes to the volatile `budget_latency.json`."""
     from qntz.quantize.budget import search
 
     kept, path, coverage, result, explored, latencies = search(
         ctx, build, prepared, quantized, feeds, intended)
     (ctx.out / "budget_latency.json").write_text(json.dumps(
-        [{"float_nodes": p["float_nodes"], "latency_ms": ms}
+        [{"float_nodes": p["float_nodes"], "chosen": p["chosen"], "latency_ms": ms}
          for p, ms in zip(explored, latencies)], indent=1))
     return kept, path, coverage, result, explored

@@ -20,7 +20,7 @@ NAMES = {"type": ["array", "null"], "items": {"type": "string"}, "default": None
 
 class Quantize(Step):
     kind = "quantize"
-    version = 4  # quantize.json: node_actions (what became of each compute node, and why)
+    version = 5  # node_actions in quantize.json; float_edges; the budget search rebuilt
     help = "INT8 (calibrated Q/DQ, or dynamic) or FP16 ONNX for ONNX Runtime and TensorRT"
     params = {
         "precision": {"enum": ["int8", "fp16", "bf16"], "default": "int8",
@@ -46,6 +46,10 @@ class Quantize(Step):
         "exclude_op_types": {"type": "array", "items": {"type": "string"}, "default": [],
                              "description": "op types kept in float (fp16: in float32)"},
         "exclude_nodes": {"type": "array", "items": {"type": "string"}, "default": []},
+        "float_edges": {"type": "boolean", "default": True,
+                        "description": "static int8 for ONNX Runtime: the weighted nodes "
+                        "reading a graph input stay float (when 3 or more others are "
+                        "quantized)"},
         "keep_io_types": {"type": "boolean", "default": True,
                           "description": "fp16: inputs and outputs stay float32"},
         "max_drop": {"type": ["number", "null"], "minimum": 0, "default": None,
@@ -54,7 +58,9 @@ class Quantize(Step):
                    "description": "cosine: 1 - mean cosine; top1: 1 - arg-max agreement"},
         "min_top1": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "default": 0.85,
                      "description": "without max_drop: fail when top-1 agreement with the "
-                     "float model on the calibration data is lower (null: no check)"},
+                     "float model on the calibration data is lower (null: no check); with or "
+                     "without it, the step also fails below the top1/cosine threshold a "
+                     "compare step needing it sets for it"},
         "min_cosine": {"type": ["number", "null"], "minimum": -1, "maximum": 1,
                        "default": 0.98, "description": "without max_drop: fail when the mean "
                        "cosine on the calibration data is lower (null: no check)"},
@@ -84,10 +90,12 @@ class Quantize(Step):
     @classmethod
     def key_extras(cls, step: StepSpec, pipeline: Pipeline, digests: FileDigests) -> dict:
         from qntz.core.data import data_digest
+        from qntz.quantize.int8 import compare_bars
 
         if step.params["precision"] != "int8":
             return {}
-        return {"data": data_digest(pipeline, step.params["data"], digests)}
+        return {"data": data_digest(pipeline, step.params["data"], digests),
+                "compare_bars": compare_bars(pipeline, step.id)}
 
     @classmethod
     def describe(cls, summary: dict[str, Any]) -> str:
