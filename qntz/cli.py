@@ -7,10 +7,12 @@ cached `qntz run`, which must finish in a fraction of a second.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,11 +169,8 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
     pipelines = [api.load_pipeline(f) for f in args.file]  # all checked before any runs
     reporter = None if args.json else ConsoleReporter(console)
     try:
-        if args.executor == "ray":
-            results = api.run_all(pipelines, "ray", args.address, reporter)
-        else:
-            results = [api.run(p, args.step, args.jobs, args.force, args.keep_going, reporter,
-                               remote=not args.no_remote) for p in pipelines]
+        with _stdout_aside() if args.json else contextlib.nullcontext():
+            results = _run(api, args, pipelines, reporter)
     finally:
         if reporter is not None:
             reporter.close()
@@ -186,6 +185,30 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
             console.print(f"report: {escape(_relative(page))}")
     shown = None if args.json else args.errors
     return max((_exit_code(r, args.verbose, shown) for r in results), default=EXIT_OK)
+
+
+def _run(api: Any, args: argparse.Namespace, pipelines: list[Any], reporter: Any) -> list[Any]:
+    if args.executor == "ray":
+        return api.run_all(pipelines, "ray", args.address, reporter)
+    return [api.run(p, args.step, args.jobs, args.force, args.keep_going, reporter,
+                    remote=not args.no_remote) for p in pipelines]
+
+
+@contextlib.contextmanager
+def _stdout_aside() -> Iterator[None]:
+    """With --json, stdout carries the document only: whatever a model or a library prints
+    while the steps run (Python or C level) goes to stderr."""
+    sys.stdout.flush()
+    saved, python_stdout = os.dup(1), sys.stdout
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        sys.stdout = python_stdout
 
 
 def _run_document(result: Any) -> dict[str, Any]:

@@ -112,3 +112,21 @@ def test_validate_checks_the_factory_without_importing_it(ws):
     ws.pipeline(pipeline_text("models.nowhere:Net", SMALL))
     missing = ws.qntz("validate", "pipeline.yaml")
     assert missing.code == 2 and "models.nowhere" in missing.err
+
+
+def test_json_stdout_holds_only_the_document_when_the_model_prints(ws):
+    ws.write("chatty.py", """
+        import os
+        from torch import nn
+
+
+        def build():
+            print("Loaded pretrained weights for chatty")
+            os.write(1, b"printed from C\\n")
+            return nn.Sequential(nn.Conv2d(3, 4, 3)).eval()
+        """)
+    ws.pipeline(pipeline_text("chatty:build", "capture: {uses: trace}"))
+    result = ws.qntz_subprocess("run", "pipeline.yaml", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["ok"] is True
+    assert "Loaded pretrained weights" in result.err and "printed from C" in result.err

@@ -299,3 +299,28 @@ def test_low_calibration_agreement_fails_with_the_numbers_and_the_fix(ws):
     assert result.code == 1, result.out + result.err
     assert "INT8 agrees too little with the float model on the calibration data" in result.err
     assert "min_cosine 0.999999" in result.err and "max_drop" in result.err
+
+
+DENSE = """
+from torch import nn
+
+
+def segmenter():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(8, 4, 3, padding=1)).eval()
+"""
+
+
+def test_top1_is_not_judged_on_a_dense_output(ws):
+    """An arg-max over a whole segmentation map is one arbitrary pixel: no top-1 there."""
+    save_calib(ws)
+    ws.write("dense.py", DENSE)
+    ws.pipeline(pipeline_text("dense:segmenter", "capture: {uses: trace}\nonnx: {}\n"
+                              "int8: {uses: quantize, data: calib, min_top1: 0.99}", extra=CALIB))
+    run_ok(ws)
+    assert summary(ws, "int8")["accuracy"]["top1"]["agreement"] is None
+    ws.pipeline(pipeline_text("dense:segmenter", "capture: {uses: trace}\nonnx: {}\n"
+                              "int8: {uses: quantize, data: calib, max_drop: 0.01, metric: top1}",
+                              extra=CALIB))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 1 and "use metric: cosine" in result.err

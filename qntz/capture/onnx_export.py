@@ -123,6 +123,7 @@ def _export(ctx: StepContext, source: Any, exporter: str, path: Path) -> None:
     if source is None:  # the fallback: the eager model itself
         model: Any = ctx.live_model()
     elif "exported_program" in source.provides:
+        ctx.live_model()  # imports the modules whose types the program's outputs name
         model = torch.export.load(str(source.file("model.pt2")))
     elif "torchscript" in source.provides:
         model = torch.jit.load(str(source.file("model.pt")))

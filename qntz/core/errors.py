@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class QntzError(Exception):
     """A failure with a place (file, line, step) and a fix, printed on one line."""
@@ -40,7 +42,15 @@ class ComparisonFailed(StepFailed):
     """A candidate disagreed with the reference beyond tolerance: exit 1."""
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
-    """The first non-empty line of an exception's message: what fits in a one-line error."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    """The first non-empty line of an exception's message: what fits in a one-line error.
+    Terminal colour codes go; torch.onnx's reports, which open with generic advice, give
+    the line under their "Exception summary" instead."""
+    lines = [ln.strip() for ln in ANSI.sub("", str(exc)).splitlines() if ln.strip()]
+    summary = next((i for i, ln in enumerate(lines) if ln.endswith("Exception summary")), None)
+    if summary is not None and summary + 1 < len(lines):
+        lines = lines[summary + 1:]
     return (lines[0] if lines else type(exc).__name__)[:limit]

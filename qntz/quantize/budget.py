@@ -158,8 +158,12 @@ def _fastest(points: dict[int, tuple], metric: str, budget: float,
     meeting = [c for c in points if points[c][3][metric]["drop"] <= budget]
     best = min(meeting, key=lambda c: (times[c], c))
     explored = [{"float_nodes": len(keep), "candidates_float": count,
-                 "top1": round(result["top1"]["agreement"], 6),
+                 "top1": _rounded(result["top1"]["agreement"]),
                  "cosine": round(result["cosine"]["mean"], 6),
                  "drop": round(result[metric]["drop"], 6), "chosen": count == best}
                 for count, (keep, _, _, result) in points.items()]
     return (*points[best], explored, list(times.values()))
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)

@@ -51,6 +51,7 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
                                                                          work)
         kept: list[str] = []
         tradeoff: list[dict] = []
+        check_metric(ctx, accuracy)
         if params["max_drop"] is not None and accuracy[params["metric"]]["drop"] > params[
                 "max_drop"]:
             kept, quantized, coverage, accuracy, tradeoff = meet_budget(
@@ -78,15 +79,27 @@ def check_agreement(ctx: StepContext, accuracy: dict[str, Any]) -> None:
     """Without a budget, INT8 must agree with the float model on the calibration data at
     least as well as `min_top1` and `min_cosine` ask (documented in the README)."""
     top1, cosine = accuracy["top1"]["agreement"], accuracy["cosine"]["mean"]
-    low_top1 = ctx.params["min_top1"] is not None and top1 < ctx.params["min_top1"]
+    low_top1 = None not in (ctx.params["min_top1"], top1) and top1 < ctx.params["min_top1"]
     low_cosine = ctx.params["min_cosine"] is not None and cosine < ctx.params["min_cosine"]
     if low_top1 or low_cosine:
         raise ctx.fail(f"INT8 agrees too little with the float model on the calibration "
-                       f"data: top-1 {top1:.1%} (min_top1 {ctx.params['min_top1']}), mean "
+                       f"data: top-1 {_percent(top1)} (min_top1 {ctx.params['min_top1']}), mean "
                        f"cosine {cosine:.4f} (min_cosine {ctx.params['min_cosine']})",
                        hint="set an accuracy budget (e.g. max_drop: 0.01, metric: top1) to "
                        "keep the sensitive nodes float, add calibration data, or lower "
                        "min_top1 / min_cosine if this accuracy is acceptable")
+
+
+def _percent(value: float | None) -> str:
+    return "n/a (not a [batch, classes] output)" if value is None else f"{value:.1%}"
+
+
+def check_metric(ctx: StepContext, accuracy: dict[str, Any]) -> None:
+    """`metric: top1` asks for an arg-max over classes, which only a [batch, classes] output has."""
+    if ctx.params["metric"] == "top1" and accuracy["top1"]["agreement"] is None:
+        raise ctx.fail("metric top1 needs the model's first output to be [batch, classes]; an "
+                       "arg-max over a feature map or hidden states means nothing",
+                       hint="use metric: cosine")
 
 
 def compare_bars(pipeline: Any, step_id: str) -> dict[str, float]:
@@ -109,7 +122,7 @@ def check_tolerance(ctx: StepContext, accuracy: dict[str, Any]) -> None:
     model it calibrated, so fresh data would miss the bar too, later and at more cost."""
     got = {"top1": accuracy["top1"]["agreement"], "cosine": accuracy["cosine"]["mean"]}
     missed = {m: bar for m, bar in compare_bars(ctx.pipeline, ctx.step.id).items()
-              if got[m] < bar}
+              if got[m] is not None and got[m] < bar}
     if missed:
         metric, bar = next(iter(missed.items()))
         raise ctx.fail(f"INT8 misses the pipeline's tolerance on its own calibration data: "

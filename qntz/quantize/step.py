@@ -109,7 +109,7 @@ class Quantize(Step):
         kept = (f", {len(s['kept_float_for_budget'])} kept float for the budget"
                 if s["kept_float_for_budget"] else "")
         return (f"int8 {s['recipe']['mode']}: {plural(cov['quantized_nodes'], 'node')} "
-                f"quantized{kept}; on calibration data top-1 {acc['top1']['agreement']:.1%}, "
+                f"quantized{kept}; on calibration data{_top1(acc)} "
                 f"cosine {acc['cosine']['mean']:.4f}")
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
@@ -148,3 +148,8 @@ def _half(ctx: StepContext, path: Path) -> dict[str, Any]:
                        hint="check exclude_op_types / exclude_nodes") from exc
     return {"precision": precision, "kept_float32_ops": ctx.params["exclude_op_types"],
             "blocked_by_default": len(kept), **verified, **describe(target)}
+
+
+def _top1(accuracy: dict[str, Any]) -> str:
+    top1 = accuracy["top1"]["agreement"]
+    return "" if top1 is None else f" top-1 {top1:.1%},"
