@@ -33,6 +33,7 @@ def evaluate(ctx: StepContext) -> dict[str, Any]:
     ctx.report(f"reference {ref_label} on {len(samples)} inputs")
     expected = [reference(feed) for _, feed in samples]
     exact = _float64_reference(ctx) if params["reference"] is None else None
+    jitter = _jittered_reference(ctx) if params["reference"] is None else None
     timing_feed = _timing_feed(ctx)
     ref_latency = _time(reference, timing_feed, params)
     names = getattr(reference, "names", None) or next(
@@ -43,7 +44,7 @@ def evaluate(ctx: StepContext) -> dict[str, Any]:
         if step_id == ref_id or artifact_kind(artifact) is None:
             continue
         ctx.report(f"candidate {step_id}")
-        row = _candidate(ctx, artifact, samples, expected, timing_feed, names, exact)
+        row = _candidate(ctx, artifact, samples, expected, timing_feed, names, (exact, jitter))
         if row.get("latency_ms") and ref_latency:
             row["speedup"] = ref_latency["median"] / row["latency_ms"]["median"]
         candidates.append(row)
@@ -165,6 +166,68 @@ def _run_float64(ctx: StepContext, model: list[Any], feed: dict[str, np.ndarray]
         return None
 
 
+JITTER_RUNS = 3  # seeded runs of eager under relative noise; the largest change is the bar
+
+
+def _relative_noise(level: float, seed: int) -> Any:
+    """A torch dispatch mode multiplying every floating result by (1 + δ), |δ| ≤ level,
+    seeded: rounding as a different but correct runtime might do it. A view computes
+    nothing and is left alone; zeros stay zero and signs stay, so comparisons on exact
+    values (`x.sum() > 0` on zeros) take the same branch."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    gen = torch.Generator().manual_seed(seed)
+
+    class RelativeNoise(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (),
+                               kwargs: dict | None = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            if not func.is_view:
+                for t in out if isinstance(out, (tuple, list)) else (out,):
+                    if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
+                        noise = torch.rand(t.shape, generator=gen, dtype=torch.float64)
+                        t.add_((t * ((2 * noise - 1) * level)).to(t.dtype))
+            return out
+
+    return RelativeNoise()
+
+
+def _jittered_reference(ctx: StepContext) -> Any:
+    """Eager float32 under relative noise `p` on every intermediate, JITTER_RUNS seeded
+    times per input (memoized), on a copy: the noise is added in place and must touch
+    neither the live model nor the feed. None when the reference is not a torch model."""
+    if "onnx" in ctx.inputs[_load_id(ctx)].provides:
+        return None
+    memo: dict[tuple[int, float], list[list[np.ndarray]] | None] = {}
+    model: list[Any] = []
+
+    def jitter(feed: dict[str, np.ndarray], index: int, level: float) -> Any:
+        if (id(feed), level) not in memo:
+            memo[id(feed), level] = _run_jittered(ctx, model, feed, level)
+        runs = memo[id(feed), level]
+        return None if runs is None else [r[index] for r in runs if index < len(r)]
+
+    return jitter
+
+
+def _run_jittered(ctx: StepContext, model: list[Any], feed: dict[str, np.ndarray],
+                  level: float) -> list[list[np.ndarray]] | None:
+    import copy
+
+    try:
+        if not model:
+            model.append(copy.deepcopy(ctx.live_model()))
+        runner = torch_runner(model[0], ctx.pipeline.inputs, eager=True)
+        runs = []
+        for seed in range(JITTER_RUNS):
+            with _relative_noise(level, seed):
+                runs.append(runner({n: a.copy() for n, a in feed.items()}))
+        return runs
+    except Exception:  # a model that cannot run under the mode just lacks this rule
+        return None
+
+
 def _add_size(sizes: dict[str, list[float]], label: str, got: list[np.ndarray],
               want: list[np.ndarray]) -> None:
     size = size_of(label)
@@ -212,9 +275,21 @@ def _tolerance(ctx: StepContext, step_id: str, output: str) -> dict[str, Any]:
     return tol
 
 
+def _add_outputs(stats: list[OutputStats], label: str, feed: dict[str, np.ndarray],
+                 got: list[Any], want: list[Any], references: tuple[Any, Any]) -> None:
+    """One input's outputs into their stats, with the float64 and perturbed references
+    bound to this input, for the rules that ask for them."""
+    exact, jitter = references
+    for index, (stat, g, w) in enumerate(zip(stats, got, want)):
+        truth = (lambda i=index, f=feed: exact(f, i)) if exact else None
+        noisy = (lambda p, i=index, f=feed: jitter(f, i, p)) if jitter else None
+        stat.add(label, np.asarray(g), np.asarray(w), truth, noisy)
+
+
 def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
                expected: list[list[np.ndarray]], timing_feed: dict[str, np.ndarray],
-               default_names: list[str], exact: Any = None) -> dict[str, Any]:
+               default_names: list[str], references: tuple[Any, Any] = (None, None)
+               ) -> dict[str, Any]:
     step_id, kind = artifact.step_id, artifact_kind(artifact)
     row: dict[str, Any] = {"id": step_id, "artifact": kind}
     try:
@@ -238,10 +313,10 @@ def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
         if not stats:
             names = names if len(names) == len(want) else [f"output_{i}" for i in range(len(want))]
             stats = [OutputStats(n, **_tolerance(ctx, step_id, n)) for n in names]
-        for index, (stat, g, w) in enumerate(zip(stats, got, want)):
-            truth = (lambda i=index, f=feed: exact(f, i)) if exact else None
-            stat.add(label, np.asarray(g), np.asarray(w), truth)
+        _add_outputs(stats, label, feed, got, want, references)
         _add_size(sizes, label, got, want)
+    for stat in stats:
+        stat.finish()
     row["outputs"] = [s.as_dict() for s in stats]
     row["sizes"] = _size_rows(sizes)
     row["size_latency_ms"] = _size_latencies(runner, samples, ctx.params)

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 METRIC = {"enum": ["auto", "allclose", "top1", "cosine"],
           "description": "what decides pass: auto (per input: allclose at 1e-4/1e-3, or both "
-          "sides near zero, or max abs error within `scale` of the reference's RMS), "
+          "sides near zero, or max abs error within `scale` of the reference's RMS, or as "
+          "close as eager's own change under rounding noise), "
           "allclose (atol/rtol only), top1 agreement or mean cosine at least `threshold`; "
           "setting atol or rtol means allclose"}
 THRESHOLD = {"type": "number", "minimum": 0, "maximum": 1}
@@ -30,7 +31,7 @@ TOLERANCE = {"type": "object", "additionalProperties": False,
 
 class Compare(Step):
     kind = "compare"
-    version = 4  # |error| quantiles, RMS relative error, per-size rows; failures localized
+    version = 5  # range ends: own rows, the "rounding" rule, out of lossy means
     help = "run the reference and every candidate on fresh inputs; fail beyond tolerance"
     params = {
         "reference": {"type": ["string", "null"], "default": None,

@@ -48,7 +48,7 @@ def run_on_ray(files: list[Any], address: str | None, reporter: Any) -> list[Any
     from qntz.core.results import outcomes, result
     from qntz.core.runner import open_session
 
-    sessions = [open_session(load_pipeline(f)) for f in files]
+    sessions = [open_session(f if hasattr(f, "steps") else load_pipeline(f)) for f in files]
     root = _common_root(sessions)
     remote = sessions[0].remote.url
     import ray

@@ -14,6 +14,17 @@ SCALE = 1e-3  # auto: max abs error as a fraction of the reference's RMS, per in
 TINY = float(np.finfo(np.float32).tiny)  # below float32's normal range: zero for our purpose
 QUANTILES = ("0.5", "0.9", "0.99", "0.999", "1")
 KEPT_ERRORS = 1 << 18  # |error| values kept per input for quantiles (evenly strided beyond)
+RANGE_ENDS = ("low", "high")  # the constant samples at the range's ends (evaluation_samples)
+LOSSY = ("top1", "cosine")  # metrics averaged over inputs: range ends are judged apart
+ROUNDING = 2.0 ** -24  # float32's unit roundoff: the perturbation a float candidate is owed
+SENSITIVITY = 4.0  # a candidate may differ by this many times eager's own perturbed change
+
+Jitter = Callable[[float], "list[np.ndarray] | None"]
+
+
+def range_end(label: str) -> bool:
+    """Whether a sample is one of the constant range-end inputs ("batch=1 low")."""
+    return label.rpartition(" ")[2] in RANGE_ENDS
 
 
 @dataclass
@@ -23,7 +34,27 @@ class OutputStats:
     `metric: auto` judges each input by the first rule that holds: allclose at atol/rtol,
     both sides (near) zero, or a max abs error within `scale` of the reference's RMS on
     that input; the rules that decided are recorded. A wrong conversion is off by a
-    fraction of the signal itself, far beyond all three."""
+    fraction of the signal itself, far beyond all three.
+
+    When those fail, two rules ask how well eager itself determines its output on that
+    input. A constant input (the range ends) gives a normalization layer zero variance; its
+    output is then rounding noise divided by sqrt(eps), and a correct runtime that rounds
+    differently lands elsewhere. `float64`: the candidate is as close to eager in float64
+    as eager float32 is. `rounding` (`_within_sensitivity`): eager float32 is run again with
+    every intermediate result multiplied by (1 + δ), |δ| ≤ 2⁻²⁴, a few seeded times; the
+    candidate passes within `SENSITIVITY` times the largest change that caused. That is
+    what any correct float32 runtime may do, measured where it matters. It keeps the
+    range ends' purpose: a relative perturbation never changes a value's sign nor makes a
+    zero non-zero, so a branch like `x.sum() > 0` on all zeros takes the same side and a
+    traced-away branch or baked constant (an error of the output's own size) still fails.
+    Perturbing the input instead (low + 1 ulp) would cross exactly those branches.
+
+    Under top1/cosine (lossy candidates: INT8, FP16) the range ends do not enter the means
+    nor the min/max figures: each is its own row in `range_ends`, passing by allclose or
+    within `SENSITIVITY` times eager's change when every intermediate carries relative
+    noise as large as the candidate's RMS relative error on the other inputs. All other
+    inputs decide the mean as before. Without a torch reference to perturb (an ONNX source
+    or `reference:` another candidate) the range ends stay in the means, as before."""
 
     name: str
     atol: float | None
@@ -43,10 +74,13 @@ class OutputStats:
     rows: int = 0
     agree: int = 0
     rules: dict[str, int] = field(default_factory=dict)  # auto: inputs each rule passed
+    range_ends: list[dict[str, Any]] = field(default_factory=list)  # one row per range end
     error_sq: float = 0.0  # sums of squares over every input, for the RMS relative error
     reference_sq: float = 0.0
     _errors: list[np.ndarray] = field(default_factory=list, repr=False)
     _worst_excess: float = field(default=-np.inf, repr=False)
+    _deferred: list[tuple[str, np.ndarray, np.ndarray, Jitter | None]] = field(
+        default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.atol = ATOL if self.atol is None else self.atol
@@ -54,6 +88,8 @@ class OutputStats:
 
     def __bool__(self) -> bool:
         if self.problem is not None:
+            return False
+        if self.metric in LOSSY and not all(r["pass"] for r in self.range_ends):
             return False
         if self.metric == "top1":
             return self.top1 is not None and self.top1 >= self.threshold
@@ -64,14 +100,16 @@ class OutputStats:
     @property
     def decided_by(self) -> str:
         """The rule that decided, in words."""
-        if self.metric in ("top1", "cosine"):
-            return f"{self.metric} ≥ {self.threshold:g}"
+        if self.metric in LOSSY:
+            apart = "; range ends apart" if self.range_ends else ""
+            return f"{self.metric} ≥ {self.threshold:g}{apart}"
         if self.metric == "allclose":
             return f"allclose (atol {self.atol:g}, rtol {self.rtol:g})"
         words = {"allclose": f"allclose (atol {self.atol:g}, rtol {self.rtol:g})",
                  "zero": "both (near) zero",
                  "scale": f"max abs ≤ {self.scale:g} × reference RMS",
-                 "float64": "as close to eager in float64 as eager float32 (within 3×)"}
+                 "float64": "as close to eager in float64 as eager float32 (within 3×)",
+                 "rounding": f"within {SENSITIVITY:g}× eager's change under rounding noise"}
         used = [f"{words[r]} on {n}" for r, n in self.rules.items()]
         return "auto: " + ("; ".join(used) if used else "no input passed")
 
@@ -81,6 +119,11 @@ class OutputStats:
             return self.problem
         numbers = (f"max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}, cosine "
                    f"{self.cosine_min:.4f}")
+        bad = next((r for r in self.range_ends if not r["pass"]), None)
+        if self.metric in LOSSY and bad is not None:
+            return (f"range end '{bad['sample']}': max abs {bad['max_abs']:.3g} beyond "
+                    f"{SENSITIVITY:g}× eager's own change ({_g(bad['sensitivity'])}) under "
+                    "noise at the candidate's error level")
         if self.metric == "top1":
             top1 = "n/a (no class axis)" if self.top1 is None else f"{self.top1:.2%}"
             return f"top-1 agreement {top1} < {self.threshold:.2%} ({numbers})"
@@ -93,9 +136,14 @@ class OutputStats:
                 f"'{self.worst_sample}', {self.failures}/{self.samples} inputs outside")
 
     def add(self, label: str, got: np.ndarray, want: np.ndarray,
-            exact: Callable[[], np.ndarray | None] | None = None) -> None:
-        """One input's outputs; `exact` gives the reference computed in float64, asked
+            exact: Callable[[], np.ndarray | None] | None = None,
+            jitter: Jitter | None = None) -> None:
+        """One input's outputs; `exact` gives the reference computed in float64 and
+        `jitter(p)` eager's outputs with relative noise p on every intermediate, both asked
         for only when the other rules fail."""
+        if self.metric in LOSSY and range_end(label) and jitter is not None:
+            self._deferred.append((label, got, want, jitter))
+            return
         self.samples += 1
         if got.shape != want.shape:
             self.failures += 1
@@ -123,6 +171,11 @@ class OutputStats:
         rule = self._rule(diff, got64, want64, excess)
         if rule is None and self.metric == "auto" and exact is not None:
             rule = self._as_exact_as_reference(got64, want64, exact())
+        spread = None
+        if rule is None and self.metric == "auto" and jitter is not None:
+            rule, spread = self._within_sensitivity(diff, want64, jitter(ROUNDING))
+        if range_end(label):
+            self._range_row(label, got64, want64, diff, rule, spread)
         if rule is None:
             self.failures += 1
         else:
@@ -157,6 +210,44 @@ class OutputStats:
         truth = truth.astype(np.float64)
         own = float(np.abs(want - truth).max())
         return "float64" if own > 0 and float(np.abs(got - truth).max()) <= 3 * own else None
+
+    @staticmethod
+    def _within_sensitivity(diff: np.ndarray, want: np.ndarray,
+                            runs: list[np.ndarray] | None) -> tuple[str | None, float | None]:
+        """Rule "rounding": the error is within SENSITIVITY × the largest change relative
+        noise on eager's intermediates made (see the class docstring); and that change."""
+        runs = [r for r in runs or [] if r.shape == want.shape]
+        if not runs or not diff.size:
+            return None, None
+        spread = max(float(np.nanmax(np.abs(r.astype(np.float64) - want))) for r in runs)
+        passed = spread > 0 and float(diff.max()) <= SENSITIVITY * spread
+        return ("rounding" if passed else None), spread
+
+    def _range_row(self, label: str, got: np.ndarray, want: np.ndarray, diff: np.ndarray,
+                   rule: str | None, spread: float | None) -> None:
+        self.range_ends.append({
+            "sample": label, "pass": rule is not None, "rule": rule,
+            "max_abs": float(np.nanmax(diff)) if diff.size else 0.0,
+            "cosine": cosine(got, want), "sensitivity": spread})
+
+    def finish(self) -> None:
+        """Judge the range ends held back under top1/cosine, now that the candidate's error
+        level on the other inputs is known."""
+        level = max(self.rms_rel or 0.0, ROUNDING)
+        for label, got, want, jitter in self._deferred:
+            got64, want64 = got.astype(np.float64), want.astype(np.float64)
+            if got.shape != want.shape:
+                self.range_ends.append({"sample": label, "pass": False, "rule": None,
+                                        "max_abs": float("nan"), "cosine": 0.0,
+                                        "sensitivity": None})
+                continue
+            diff = np.abs(got64 - want64)
+            close = not np.isnan(diff).any() and bool(
+                np.all(diff <= self.atol + self.rtol * np.abs(want64)))
+            rule, spread = ("allclose", None) if close else self._within_sensitivity(
+                diff, want64, jitter(level) if jitter else None)
+            self._range_row(label, got64, want64, diff, rule, spread)
+        self._deferred.clear()
 
     def _keep_errors(self, diff: np.ndarray, want: np.ndarray) -> None:
         self.error_sq += float(np.nansum(np.square(diff)))
@@ -201,7 +292,12 @@ class OutputStats:
             "rms_rel": self.rms_rel, "abs_error_quantiles": self.error_quantiles(),
             "samples": self.samples, "failed_samples": self.failures,
             "worst_sample": self.worst_sample, "problem": self.problem,
+            "range_ends": self.range_ends,
         }
+
+
+def _g(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

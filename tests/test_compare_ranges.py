@@ -1,0 +1,82 @@
+"""compare on the range ends: constant inputs give a normalization zero variance, where a
+correct runtime legitimately differs from eager; they must still catch frozen branches, and
+must not drag down a lossy candidate's mean."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import pipeline_text
+
+EXPORT = """
+capture: {uses: trace}
+onnx: {opset: 17}
+"""
+CALIB = "data:\n  calib: {from: npz, path: calib.npz}\n"
+
+
+def report(ws) -> dict:
+    return json.loads((ws.root / "out" / "t" / "compare" / "report.json").read_text())
+
+
+def outputs(ws, candidate: str) -> dict:
+    rows = {c["id"]: c for c in report(ws)["candidates"]}
+    return rows[candidate]["outputs"][0]
+
+
+def unet_pipeline(ws, factory: str, steps: str) -> None:
+    x = np.random.default_rng(0).uniform(0, 1, (16, 3, 32, 32)).astype(np.float32)
+    np.savez(ws.root / "calib.npz", x=x)
+    ws.pipeline(pipeline_text(factory, EXPORT + textwrap.dedent(steps), shape="[batch, 3, 32, 32]",
+                              extra=CALIB))
+
+
+@pytest.mark.parametrize("factory", ["models.normalized:NormUNet",
+                                     "models.normalized:monai_unet"])
+def test_normalized_float_onnx_passes_on_range_ends(ws, factory):
+    if factory.endswith("monai_unet"):
+        pytest.importorskip("monai")
+    unet_pipeline(ws, factory, "compare: {needs: [capture, onnx], iterations: 0}")
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.err
+    onnx = outputs(ws, "onnx")
+    low = next(r for r in onnx["range_ends"] if r["sample"].endswith(" low"))
+    # allclose, zero, scale and float64 all fail on all zeros (the failure before this
+    # rule); eager float32 itself moves as far under rounding noise
+    assert low["pass"] and low["rule"] == "rounding"
+    assert low["max_abs"] <= 4 * low["sensitivity"]
+    assert "rounding noise" in onnx["decided_by"]
+    md = (ws.root / "out" / "t" / "compare" / "report.md").read_text()
+    assert "## Range ends" in md and "| rounding |" in md
+
+
+def test_traced_branch_still_fails_on_the_low_end(ws):
+    ws.pipeline(pipeline_text("models.hazards:DataDependentIf", EXPORT
+                              + "compare: {needs: [capture, onnx], iterations: 0}"))
+    assert ws.qntz("run", "pipeline.yaml").code == 1
+    low = next(r for r in outputs(ws, "onnx")["range_ends"] if r["sample"].endswith(" low"))
+    # noise keeps zeros zero, so `x.sum() > 0` takes eager's branch: eager barely moves
+    assert not low["pass"] and low["rule"] is None
+    assert low["sensitivity"] is not None and low["max_abs"] > 1e3 * low["sensitivity"]
+
+
+def test_range_ends_stay_out_of_the_int8_mean(ws):
+    unet_pipeline(ws, "models.normalized:NormUNet", """
+    int8: {uses: quantize, data: calib}
+    compare: {needs: [onnx, int8], iterations: 0,
+              tolerances: {int8: {metric: cosine, threshold: 0.99}}}
+    """)
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.err
+    int8 = outputs(ws, "int8")
+    ends = int8["range_ends"]
+    assert [r["sample"].split()[-1] for r in ends] == ["low", "high"]
+    assert all(r["pass"] and r["rule"] in ("allclose", "rounding") for r in ends)
+    assert int8["samples"] == len(report(ws)["samples"]) - len(ends)  # the random draws
+    # the constant input's lower cosine is in its row, not in the figures that decide
+    assert int8["cosine_min"] > min(r["cosine"] for r in ends)
+    assert "range ends apart" in int8["decided_by"]
