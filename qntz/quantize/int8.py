@@ -12,6 +12,7 @@ from qntz.core.errors import PipelineError, first_line
 from qntz.core.step import StepContext
 from qntz.quantize.actions import node_actions
 from qntz.quantize.agreement import measure
+from qntz.quantize.bars import compare_bars
 
 
 def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
@@ -100,20 +101,6 @@ def check_metric(ctx: StepContext, accuracy: dict[str, Any]) -> None:
         raise ctx.fail("metric top1 needs the model's first output to be [batch, classes]; an "
                        "arg-max over a feature map or hidden states means nothing",
                        hint="use metric: cosine")
-
-
-def compare_bars(pipeline: Any, step_id: str) -> dict[str, float]:
-    """The top-1 / cosine bars that the pipeline's `compare` steps set for the model of
-    `step_id` (step-wide metric and threshold, then `tolerances.<step_id>`), the strictest."""
-    bars: dict[str, float] = {}
-    for step in pipeline.steps.values():
-        if step.kind != "compare" or step_id not in step.needs:
-            continue
-        tol = {"metric": step.params.get("metric"), "threshold": step.params.get("threshold"),
-               **step.params.get("tolerances", {}).get(step_id, {})}
-        if tol["metric"] in ("top1", "cosine") and tol["threshold"] is not None:
-            bars[tol["metric"]] = max(bars.get(tol["metric"], -1.0), tol["threshold"])
-    return bars
 
 
 def check_tolerance(ctx: StepContext, accuracy: dict[str, Any]) -> None:

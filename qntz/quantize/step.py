@@ -90,7 +90,7 @@ class Quantize(Step):
     @classmethod
     def key_extras(cls, step: StepSpec, pipeline: Pipeline, digests: FileDigests) -> dict:
         from qntz.core.data import data_digest
-        from qntz.quantize.int8 import compare_bars
+        from qntz.quantize.bars import compare_bars
 
         if step.params["precision"] != "int8":
             return {}
