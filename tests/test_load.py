@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import torch
-from zoo.clean import SmallCNN
 
 from conftest import pipeline_text
+from zoo.clean import SmallCNN
 
 STEPS = """
 capture: {uses: trace}

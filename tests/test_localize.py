@@ -14,38 +14,11 @@ import onnx
 import pytest
 import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-from torch import nn
 
 from qntz.compare.localize import Localization, localize, module_path
+from zoo.fragile import FragileNet
 
 FRAGILE = 2
-
-
-class Block(nn.Module):
-    def __init__(self, channels: int, fragile: bool = False) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.act = nn.ReLU()
-        self.conv2 = nn.Conv2d(channels, channels, 1)
-        if fragile:  # same function, but channel 0 of the activations is an outlier
-            with torch.no_grad():
-                self.conv1.weight[0] *= 1000
-                self.conv1.bias[0] = self.conv1.bias[0].abs() * 1000
-                self.conv2.weight[:, 0] /= 1000
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(self.act(self.conv1(x)))
-
-
-class Net(nn.Module):
-    def __init__(self, fragile: int | None = None) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.blocks = nn.Sequential(*[Block(8, i == fragile) for i in range(4)])
-        self.head = nn.Conv2d(8, 4, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.blocks(torch.relu(self.stem(x)))))
 
 
 def _sample(seed: int) -> dict[str, np.ndarray]:
@@ -63,7 +36,7 @@ class _Calibration(CalibrationDataReader):
 def _export(folder: Path, name: str, fragile: int | None, dynamo: bool) -> Path:
     torch.manual_seed(0)
     path = folder / f"{name}.onnx"
-    torch.onnx.export(Net(fragile).eval(), (torch.from_numpy(_sample(0)["x"]),), str(path),
+    torch.onnx.export(FragileNet(fragile).eval(), (torch.from_numpy(_sample(0)["x"]),), str(path),
                       dynamo=dynamo, input_names=["x"], output_names=["y"])
     return path
 

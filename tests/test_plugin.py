@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +29,10 @@ compare: {needs: [capture, optimized], samples: 1, iterations: 0}
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     target = tmp_path_factory.mktemp("plugin-site")
+    source = tmp_path_factory.mktemp("plugin-source") / PLUGIN.name  # pip builds in place
+    shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--target", str(target), str(PLUGIN)],
+                    "--no-build-isolation", "--target", str(target), str(source)],
                    check=True, capture_output=True, env={**os.environ, "PIP_NO_INPUT": "1"})
     return str(target)
 

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from browser import CONSOLE, browse, find_chromium
 from conftest import REPO, ZOO, Result
 from qntz.cli import main
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-CONSOLE = re.compile(r":CONSOLE[:(]")
 PLOT = re.compile(r'<svg[^>]*data-plot="([^"]+)"')
 STEP = re.compile(r'<g class="node" data-step="([^"]+)"')
 
@@ -86,29 +85,18 @@ def encoder(project: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    found = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
-    if not found:
-        pytest.skip("no Chromium here (Debian: apt-get install chromium)")
-    return found
-
-
-def _browse(browser: str, page: Path, work: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [browser, "--headless=new", "--disable-gpu", "--no-sandbox", "--no-first-run",
-               f"--user-data-dir={work / 'profile'}", "--disable-background-networking",
-               "--disable-component-update", "--host-resolver-rules=MAP * ~NOTFOUND",
-               "--enable-logging=stderr", "--v=0", *args, page.as_uri()]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    return find_chromium()
 
 
 def _open(browser: str, page: Path, work: Path, name: str) -> str:
     """The DOM Chromium built from `page`; no console message; a screenshot kept."""
-    loaded = _browse(browser, page, work, "--dump-dom")
+    loaded = browse(browser, page, work, "--dump-dom")
     console = [line for line in loaded.stderr.splitlines() if CONSOLE.search(line)]
     assert not console, console
     shots = Path(os.environ.get("QNTZ_TEST_ARTIFACTS") or work)
     shots.mkdir(parents=True, exist_ok=True)
     shot = shots / f"run-report-{name}.png"
-    _browse(browser, page, work, f"--screenshot={shot}", "--window-size=1280,2400")
+    browse(browser, page, work, f"--screenshot={shot}", "--window-size=1280,2400")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
     return loaded.stdout
 

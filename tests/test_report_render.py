@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import copy
 import os
-import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from browser import CONSOLE, browse, find_chromium
 from qntz.report.render import render
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-CONSOLE = re.compile(r":CONSOLE[:(]")
 
 
 def _step(step_id: str, kind: str, state: str, seconds: float, summary: str,
@@ -153,31 +149,20 @@ class Dom(HTMLParser):
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    found = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
-    if not found:
-        pytest.skip("no Chromium here (Debian: apt-get install chromium)")
-    return found
-
-
-def _browse(browser: str, page: Path, work: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [browser, "--headless=new", "--disable-gpu", "--no-sandbox", "--no-first-run",
-               f"--user-data-dir={work / 'profile'}", "--disable-background-networking",
-               "--disable-component-update", "--host-resolver-rules=MAP * ~NOTFOUND",
-               "--enable-logging=stderr", "--v=0", *args, page.as_uri()]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    return find_chromium()
 
 
 def _open(browser: str, record: dict[str, Any], tmp_path: Path, name: str) -> Dom:
     """Render `record`, load it in Chromium, fail on any console message, keep a screenshot."""
     page = tmp_path / f"{name}.html"
     page.write_text(render(record), encoding="utf-8")
-    loaded = _browse(browser, page, tmp_path, "--dump-dom")
+    loaded = browse(browser, page, tmp_path, "--dump-dom")
     console = [line for line in loaded.stderr.splitlines() if CONSOLE.search(line)]
     assert not console, console  # the page has no script: any message is an error or a block
     shots = Path(os.environ.get("QNTZ_TEST_ARTIFACTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     shot = shots / f"report-{name}.png"
-    _browse(browser, page, tmp_path, f"--screenshot={shot}", "--window-size=1280,2000")
+    browse(browser, page, tmp_path, f"--screenshot={shot}", "--window-size=1280,2000")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
     return Dom(loaded.stdout)
 

@@ -27,7 +27,7 @@ class Block(nn.Module):
 
 
 class FragileNet(nn.Module):
-    def __init__(self, fragile: int = 2, blocks: int = 4):
+    def __init__(self, fragile: int | None = 2, blocks: int = 4):
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
         self.blocks = nn.Sequential(*[Block(8, i == fragile) for i in range(blocks)])
