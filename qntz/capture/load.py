@@ -15,7 +15,7 @@ from qntz.core.yamlfile import is_regular_file
 
 if TYPE_CHECKING:
     from qntz.core.hashing import FileDigests
-    from qntz.core.pipeline import Pipeline, StepSpec
+    from qntz.core.spec import Pipeline, StepSpec
 
 SOURCES = ("factory", "torchscript", "onnx")
 

@@ -12,7 +12,7 @@ from qntz.core.step import Step, StepContext
 
 if TYPE_CHECKING:
     from qntz.core.hashing import FileDigests
-    from qntz.core.pipeline import Pipeline, StepSpec
+    from qntz.core.spec import Pipeline, StepSpec
 
 METRIC = {"enum": ["auto", "allclose", "top1", "cosine"],
           "description": "what decides pass: auto (per input: allclose at 1e-4/1e-3, or both "

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from qntz.core.hashing import FileDigests
-    from qntz.core.pipeline import Pipeline
+    from qntz.core.spec import Pipeline
 
 Feed = dict[str, "np.ndarray"]
 DEFAULT_SAMPLES = 16

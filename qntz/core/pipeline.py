@@ -5,16 +5,17 @@ from __future__ import annotations
 import graphlib
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qntz.core.data import check_spec
 from qntz.core.errors import PipelineError
-from qntz.core.inputs import InputSpec, parse_inputs
+from qntz.core.inputs import parse_inputs
 from qntz.core.registry import KINDS
 from qntz.core.schema import FACTORY_PATTERN, ID_PATTERN, top_level_schema
 from qntz.core.schema_memo import SchemaMemo
+from qntz.core.spec import Pipeline, StepSpec
 from qntz.core.wording import did_you_mean
 from qntz.core.workspace import Workspace
 from qntz.core.yamlfile import Location, PathKey, load_yaml, locate
@@ -23,61 +24,6 @@ if TYPE_CHECKING:
     import jsonschema
 
 LOAD_ID = "load"
-
-
-@dataclass(frozen=True)
-class StepSpec:
-    id: str
-    kind: str
-    needs: tuple[str, ...]
-    given: dict[str, Any]  # parameters as written
-    params: dict[str, Any]  # with defaults filled in: what is hashed
-    at: tuple[str, ...] = ()  # where it is written in the file
-    resources: dict[str, Any] | None = None  # for a cluster executor; not hashed
-
-
-@dataclass
-class Pipeline:
-    path: Path
-    name: str
-    inputs: dict[str, InputSpec]
-    data: dict[str, dict[str, Any]]
-    steps: dict[str, StepSpec]  # in run order
-    marks: dict[PathKey, Location] = field(repr=False, default_factory=dict)
-    memo: SchemaMemo | None = field(repr=False, default=None, compare=False)
-
-    @property
-    def root(self) -> Path:
-        """The folder the pipeline file is in: relative paths in it start here."""
-        return self.path.parent
-
-    def where(self, *path: Any) -> str:
-        loc = locate(self.marks, path)
-        return f"{self.path}:{loc[0]}:{loc[1]}" if loc else str(self.path)
-
-    def order(self, only: list[str] | None = None) -> list[str]:
-        """Step ids in an order that respects `needs`; with `only`, those and their ancestors."""
-        wanted = set(self.steps) if not only else self.ancestors(only)
-        sorter = graphlib.TopologicalSorter(
-            {sid: self.steps[sid].needs for sid in self.steps if sid in wanted})
-        rank = {sid: i for i, sid in enumerate(self.steps)}
-        ordered: list[str] = []
-        sorter.prepare()
-        while sorter.is_active():
-            ready = sorted(sorter.get_ready(), key=rank.__getitem__)
-            ordered.extend(ready)
-            sorter.done(*ready)
-        return ordered
-
-    def ancestors(self, ids: list[str]) -> set[str]:
-        seen: set[str] = set()
-        stack = list(ids)
-        while stack:
-            sid = stack.pop()
-            if sid not in seen:
-                seen.add(sid)
-                stack.extend(self.steps[sid].needs)
-        return seen
 
 
 def load_pipeline(path: str | Path) -> Pipeline:

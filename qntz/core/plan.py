@@ -8,8 +8,8 @@ from typing import Any
 
 from qntz.core.cache import Artifact, Cache
 from qntz.core.hashing import FileDigests, canonical_json, digest_value, library_versions
-from qntz.core.pipeline import Pipeline, StepSpec
 from qntz.core.registry import KINDS, provider
+from qntz.core.spec import Pipeline, StepSpec
 
 FORMAT = 1
 

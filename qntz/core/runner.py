@@ -24,10 +24,11 @@ from qntz.core.cache import Artifact, Cache
 from qntz.core.errors import QntzError, StepFailed
 from qntz.core.hashing import FileDigests
 from qntz.core.lockfile import lock_path, merge_lock, merged, read_lock, step_entry
-from qntz.core.pipeline import Pipeline, provided_by
+from qntz.core.pipeline import provided_by
 from qntz.core.plan import StepState, key_record, plan, record_key
 from qntz.core.registry import KINDS
 from qntz.core.remote import RemoteLink
+from qntz.core.spec import Pipeline
 from qntz.core.step import StepContext
 from qntz.core.workspace import Workspace, inside, lay_out, same_file
 

@@ -18,7 +18,7 @@ from qntz.core.wording import plural
 
 if TYPE_CHECKING:
     from qntz.core.cache import Artifact
-    from qntz.core.pipeline import Pipeline, StepSpec
+    from qntz.core.spec import Pipeline, StepSpec
 
 
 class Step:

@@ -12,7 +12,7 @@ from qntz.core.wording import plural
 from qntz.preflight.findings import METHODS
 
 if TYPE_CHECKING:
-    from qntz.core.pipeline import Pipeline, StepSpec
+    from qntz.core.spec import Pipeline, StepSpec
 
 PREFERENCE = ("export", "trace", "script")  # torch.export is where PyTorch is going
 

@@ -13,7 +13,7 @@ from qntz.core.wording import plural
 
 if TYPE_CHECKING:
     from qntz.core.hashing import FileDigests
-    from qntz.core.pipeline import Pipeline, StepSpec
+    from qntz.core.spec import Pipeline, StepSpec
 
 NAMES = {"type": ["array", "null"], "items": {"type": "string"}, "default": None}
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from qntz.core.errors import PipelineError
 
 if TYPE_CHECKING:
-    from qntz.core.pipeline import Pipeline, StepSpec
+    from qntz.core.spec import Pipeline, StepSpec
 
 
 def _onnx_source(step: StepSpec, steps: dict[str, StepSpec]) -> StepSpec | None:

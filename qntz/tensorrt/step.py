@@ -11,7 +11,7 @@ from qntz.core.step import Step, StepContext
 
 if TYPE_CHECKING:
     from qntz.core.hashing import FileDigests
-    from qntz.core.pipeline import Pipeline, StepSpec
+    from qntz.core.spec import Pipeline, StepSpec
 
 DIMS3 = {"type": "array", "items": {"type": "integer", "minimum": 0}}
 PROFILE = {"type": "object", "additionalProperties": {
