@@ -1,7 +1,7 @@
 """The package's shape: no import cycles, dependencies point down toward the core.
 
-Every import counts, including those inside functions (a lazy import is still a
-dependency); only `if TYPE_CHECKING:` blocks are left out, since they never run.
+Every import counts: those inside functions (a lazy import is still a dependency) and
+those under `if TYPE_CHECKING:` (a reader follows them as well).
 """
 
 from __future__ import annotations
@@ -22,17 +22,8 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def runtime_imports(tree: ast.AST) -> list[ast.AST]:
-    """Import nodes outside `if TYPE_CHECKING:` blocks."""
-    found: list[ast.AST] = []
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip.update(id(n) for child in node.body for n in ast.walk(child))
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in skip:
-            found.append(node)
-    return found
+def imports(tree: ast.AST) -> list[ast.AST]:
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
 
 
 def imported_modules(node: ast.AST, modules: set[str]) -> set[str]:
@@ -51,7 +42,7 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in paths.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         deps: set[str] = set()
-        for node in runtime_imports(tree):
+        for node in imports(tree):
             deps |= imported_modules(node, set(paths))
         graph[name] = deps - {name, "qntz"}
     return graph
@@ -107,8 +98,8 @@ def test_the_checker_sees_lazy_imports_and_cycles() -> None:
     tree = ast.parse("def f():\n    from qntz.core import runner\n"
                      "if TYPE_CHECKING:\n    from qntz.core import plan\n")
     seen = set().union(*(imported_modules(n, {"qntz.core.runner", "qntz.core.plan"})
-                         for n in runtime_imports(tree)))
-    assert seen == {"qntz.core.runner"}
+                         for n in imports(tree)))
+    assert seen == {"qntz.core.runner", "qntz.core.plan"}
     assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b", "a"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
 
