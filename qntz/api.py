@@ -57,12 +57,10 @@ def cache(action: str, console: Any = None, dry_run: bool = False) -> Any:
     """The project cache (of the current folder's project): `dir` gives its path; `verify`,
     `gc` and `clear` print what they do on `console` (a rich Console) and return the exit
     code (verify, gc) or the number of entries removed (clear)."""
-    from pathlib import Path as _Path
-
     from qntz.core import cache_admin
     from qntz.core.workspace import Workspace
 
-    workspace = Workspace.of(_Path.cwd())
+    workspace = Workspace.of(Path.cwd())
     if action == "dir":
         return workspace.cache_dir
     if action == "verify":
@@ -107,7 +105,10 @@ def run_all(files: list[str | Path], executor: str = "local", address: str | Non
         from qntz.core.progress import SilentReporter
         from qntz.core.ray_executor import run_on_ray
 
-        return run_on_ray(list(files), address, reporter or SilentReporter())
+        results = run_on_ray(list(files), address, reporter or SilentReporter())
+        for done in results:
+            record_run(done)
+        return results
     return [run(f, reporter=reporter, **options) for f in files]
 
 

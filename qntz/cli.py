@@ -174,15 +174,17 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
     finally:
         if reporter is not None:
             reporter.close()
-    pages = [api.report(r.pipeline) for r in results] if args.report else []
     if args.json:
         documents = [_run_document(r) for r in results]
         print(json.dumps(documents[0] if len(documents) == 1 else documents, indent=1))
     else:
         for result in results:
             _show_run(console, result, start)
-        for page in pages:
-            console.print(f"report: {escape(_relative(page))}")
+    if args.report:  # after the results: a report that cannot be written loses none of them
+        for result in results:
+            page = api.report(result.pipeline)
+            if not args.json:
+                console.print(f"report: {escape(_relative(page))}")
     shown = None if args.json else args.errors
     return max((_exit_code(r, args.verbose, shown) for r in results), default=EXIT_OK)
 

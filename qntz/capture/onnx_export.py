@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qntz.core.errors import PipelineError, first_line
+from qntz.core.errors import PipelineError, QntzError, first_line
 from qntz.core.quiet import quiet
 from qntz.core.step import Step, StepContext
 from qntz.core.wording import plural
@@ -79,7 +79,7 @@ def _export_checked(ctx: StepContext, source: Any, exporter: str, path: Path
             _export(ctx, source, exporter, path)
         portable_onnx(path, ctx.pipeline.root)
         onnx.checker.check_model(str(path), full_check=False)
-    except PipelineError:
+    except QntzError:  # the model itself failed to build: not the exporter's doing
         raise
     except Exception as exc:
         return f"failed at opset {ctx.params['opset']}: {first_line(exc)}", exc

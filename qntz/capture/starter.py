@@ -269,7 +269,9 @@ def checked_guess(model: Any) -> Guess:
         if error is None:
             return _settle_dims(model, guess)
         failure = failure or (guess, error)
-    assert failure is not None
+    if failure is None:
+        raise StarterFailed("no layer of the model tells the shapes forward() takes",
+                            hint="write the pipeline's `inputs` section by hand (see README)")
     guess, error = failure
     name = _blamed(guess, error)
     spec = guess.inputs[name]

@@ -52,7 +52,7 @@ def render(factory: str, kwargs: dict[str, Any], guess: Any, recipe: Recipe,
     lines = [f"# A starter pipeline written by `qntz init {factory}`: edit it freely.",
              "# The inputs were guessed from forward() and checked by calling the model at",
              "# their smallest, usual and largest sizes.",
-             "qntz: 1", f"name: {name}", "model:", f"  factory: {factory}"]
+             "qntz: 1", f"name: {_flow(name)}", "model:", f"  factory: {factory}"]
     if kwargs:
         lines.append(f"  kwargs: {_flow(kwargs)}")
     lines.append("inputs:")

@@ -68,8 +68,9 @@ def localize_candidate(source: Artifact, candidate: Artifact, feed: dict[str, np
         found = localize(source.file("model.onnx"), candidate.file("model.onnx"), feed,
                          workdir=workdir)
     except Exception as exc:  # localization explains a failure; it must not add one
-        return {**where, "summary": f"localization failed: {first_line(exc, 200)}",
-                "error": first_line(exc, 200), "layers": []}
+        reason = _without_paths(first_line(exc, 200), workdir)
+        return {**where, "summary": f"localization failed: {reason}", "error": reason,
+                "layers": []}
     return {**where, "summary": found.summary(), "flagged": len(found.flagged),
             "matched": found.matched, "total": found.total,
             "layers": [_layer(layer) for layer in found.layers[:LAYERS_KEPT]]}
@@ -103,3 +104,13 @@ def explain_failures(ctx: Any, report: dict[str, Any],
         row["divergence"] = localize_candidate(source, artifact, feed, label, workdir)
         if row["divergence"]["layers"] and row["divergence"].get("flagged"):
             row["reason"] += f"; {row['divergence']['summary']}"
+
+
+def _without_paths(text: str, workdir: Path | None) -> str:
+    """The message with temporary folders left out: it goes into a digested report."""
+    import re
+    import tempfile
+
+    for folder in filter(None, (workdir, tempfile.gettempdir())):
+        text = text.replace(str(folder), "<tmp>")
+    return re.sub(r"<tmp>/\S*", "<tmp>/…", text)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qntz.core.errors import PipelineError, QntzError
-from qntz.core.lockfile import read_lock
+from qntz.core.lockfile import parse_lock, read_lock
 from qntz.core.plan import why_stale
 
 FIGURES = ("value", "top1", "cosine_min", "max_abs")
@@ -25,6 +25,9 @@ def _git(folder: Path, *args: str) -> subprocess.CompletedProcess:
                               text=True, timeout=60)
     except FileNotFoundError as exc:
         raise QntzError("git is not installed", hint="install git to use `qntz diff`") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise QntzError(f"git {args[0]} took over a minute", where=str(folder),
+                        hint="check the repository (a lock held by another git?)") from exc
 
 
 def lock_at(rev: str, lock: Path) -> dict[str, Any]:
@@ -43,12 +46,11 @@ def lock_at(rev: str, lock: Path) -> dict[str, Any]:
                         where=str(lock), hint="commit the lock file, or name a revision "
                         "that has it")
     try:
-        old = json.loads(shown.stdout)
+        json.loads(shown.stdout)
     except ValueError as exc:
         raise QntzError(f"{lock.name} at {rev} is not valid JSON", where=str(lock),
                         hint="name another revision") from exc
-    steps = old.get("steps") if isinstance(old, dict) else None
-    return {"steps": steps if isinstance(steps, dict) else {}}
+    return {"steps": parse_lock(shown.stdout)["steps"]}
 
 
 def _reasons(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -20,14 +20,27 @@ def lock_path(pipeline_path: Path) -> Path:
 def read_lock(path: Path) -> dict[str, Any]:
     """The recorded steps; a missing, unreadable or malformed lock is an empty one."""
     try:
-        lock = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return parse_lock(path.read_text())
+    except OSError:
+        return {"steps": {}}
+
+
+def parse_lock(text: str) -> dict[str, Any]:
+    """A lock file's text, its malformed step entries left out."""
+    try:
+        lock = json.loads(text)
+    except ValueError:
         return {"steps": {}}
     if not isinstance(lock, dict) or not isinstance(lock.get("steps"), dict):
         return {"steps": {}}
-    steps = {sid: step for sid, step in lock["steps"].items()
-             if isinstance(step, dict) and isinstance(step.get("key"), str)}
+    steps = {sid: step for sid, step in lock["steps"].items() if _well_formed(step)}
     return {**lock, "steps": steps}
+
+
+def _well_formed(step: Any) -> bool:
+    return (isinstance(step, dict) and isinstance(step.get("key"), str)
+            and all(isinstance(step.get(part, {}), dict)
+                    for part in ("params", "extras", "inputs", "libraries", "outputs")))
 
 
 def step_entry(key: str, record: dict[str, Any], outputs: dict[str, str],

@@ -68,11 +68,6 @@ def step_kind(name: str) -> type[Step] | None:
     return kind
 
 
-def step_kinds() -> dict[str, type[Step]]:
-    """Every registered kind, imported."""
-    return {name: kind for name in step_names() if (kind := step_kind(name)) is not None}
-
-
 class _Kinds(Mapping[str, "type[Step]"]):
     """The registry as a mapping: names come from the entry points, a kind is imported
     when it is looked up."""
@@ -160,8 +155,18 @@ def _distributions(folder: str) -> list[tuple[str, str]]:
 
 
 def _dist_id(dist_info: str) -> str:
+    """`name==version`; an `.egg-info` folder's name has no version: its PKG-INFO does."""
     name, _, version = os.path.basename(dist_info).rsplit(".", 1)[0].partition("-")
-    return f"{_normalize(name)}=={version or 'unknown'}"
+    return f"{_normalize(name)}=={version or _pkg_info_version(dist_info)}"
+
+
+def _pkg_info_version(egg_info: str) -> str:
+    try:
+        with open(os.path.join(egg_info, "PKG-INFO"), encoding="utf-8") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("Version:")),
+                        "unknown")
+    except OSError:
+        return "unknown"
 
 
 def _normalize(name: str) -> str:

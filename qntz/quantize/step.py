@@ -58,7 +58,8 @@ class Quantize(Step):
                    "description": "cosine: 1 - mean cosine; top1: 1 - arg-max agreement"},
         "min_top1": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "default": 0.85,
                      "description": "without max_drop: fail when top-1 agreement with the "
-                     "float model on the calibration data is lower (null: no check); with or "
+                     "float model on the calibration data is lower (null: no check; on generated "
+                     "data only when written); with or "
                      "without it, the step also fails below the top1/cosine threshold a "
                      "compare step needing it sets for it"},
         "min_cosine": {"type": ["number", "null"], "minimum": -1, "maximum": 1,
