@@ -14,6 +14,8 @@ from qntz.quantize.actions import node_actions
 from qntz.quantize.agreement import measure
 from qntz.quantize.bars import compare_bars
 
+AUTO_TOP1 = 0.85  # `min_top1: auto` on the user's data
+
 
 def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
     import onnx
@@ -79,12 +81,12 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
 def check_agreement(ctx: StepContext, accuracy: dict[str, Any]) -> None:
     """Without a budget, INT8 must agree with the float model on the calibration data at
     least as well as `min_top1` and `min_cosine` ask (documented in the README)."""
-    top1, cosine = accuracy["top1"]["agreement"], accuracy["cosine"]["mean"]
-    low_top1 = None not in (_top1_bar(ctx), top1) and top1 < ctx.params["min_top1"]
+    top1, cosine, bar = accuracy["top1"]["agreement"], accuracy["cosine"]["mean"], _top1_bar(ctx)
+    low_top1 = None not in (bar, top1) and top1 < bar
     low_cosine = ctx.params["min_cosine"] is not None and cosine < ctx.params["min_cosine"]
     if low_top1 or low_cosine:
         raise ctx.fail(f"INT8 agrees too little with the float model on the calibration "
-                       f"data: top-1 {_percent(top1)} (min_top1 {ctx.params['min_top1']}), mean "
+                       f"data: top-1 {_percent(top1)} (min_top1 {bar}), mean "
                        f"cosine {cosine:.4f} (min_cosine {ctx.params['min_cosine']})",
                        hint="set an accuracy budget (e.g. max_drop: 0.01, metric: top1) to "
                        "keep the sensitive nodes float, add calibration data, or lower "
@@ -92,13 +94,14 @@ def check_agreement(ctx: StepContext, accuracy: dict[str, Any]) -> None:
 
 
 def _top1_bar(ctx: StepContext) -> float | None:
-    """`min_top1` on the user's data; on generated data only when written: random inputs
-    are no classification task, and a model's near-tied logits there (random weights: the
-    top two 0.17x the logits' RMS apart, median, on timm's MobileNetV3) flip under any
-    INT8 error, whatever its accuracy on real inputs."""
-    if ctx.params["data"] is None and "min_top1" not in ctx.step.given:
-        return None
-    return ctx.params["min_top1"]
+    """`min_top1`; `auto`: 0.85 on the user's data, no check on generated data: random
+    inputs are no classification task, and a model's near-tied logits there (random
+    weights: the top two 0.17x the logits' RMS apart, median, on timm's MobileNetV3) flip
+    under any INT8 error, whatever its accuracy on real inputs."""
+    bar = ctx.params["min_top1"]
+    if bar != "auto":
+        return bar
+    return None if ctx.params["data"] is None else AUTO_TOP1
 
 
 def _percent(value: float | None) -> str:

@@ -56,12 +56,13 @@ class Quantize(Step):
                      "description": "accuracy budget in `metric`; sensitive nodes stay float"},
         "metric": {"enum": ["cosine", "top1"], "default": "cosine",
                    "description": "cosine: 1 - mean cosine; top1: 1 - arg-max agreement"},
-        "min_top1": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "default": 0.85,
+        "min_top1": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1},
+                               {"enum": [None, "auto"]}], "default": "auto",
                      "description": "without max_drop: fail when top-1 agreement with the "
-                     "float model on the calibration data is lower (null: no check; on generated "
-                     "data only when written); with or "
-                     "without it, the step also fails below the top1/cosine threshold a "
-                     "compare step needing it sets for it"},
+                     "float model on the calibration data is lower (null: no check; auto: 0.85 "
+                     "on `data`, no check on generated data); with or without it, the step "
+                     "also fails below the top1/cosine threshold a compare step needing it "
+                     "sets for it"},
         "min_cosine": {"type": ["number", "null"], "minimum": -1, "maximum": 1,
                        "default": 0.98, "description": "without max_drop: fail when the mean "
                        "cosine on the calibration data is lower (null: no check)"},
