@@ -136,7 +136,7 @@ def test_quickstart_report(quickstart: Path, chromium: str, tmp_path: Path,
         assert plot in PLOT.findall(dom)
     assert "quantized" in dom and "/head/Gemm" in dom  # what INT8 did to each node
     _regenerated_same(capsys, quickstart, "quickstart")
-    run = json.loads((_page(quickstart, "quickstart").parent / ".qntz-run.json").read_text())
+    run = json.loads((quickstart.parents[1] / ".qntz" / "runs" / "quickstart.json").read_text())
     assert run["recorded_at"] in _page(quickstart, "quickstart").read_text()
 
 

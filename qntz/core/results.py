@@ -83,26 +83,31 @@ def outcome(result: Any, folder: Path) -> StepOutcome:
                        artifact.key if artifact else None, files, result.summary, error)
 
 
-RUN_LOG = ".qntz-run.json"  # in out/<name>/; a step id cannot start with a dot
+def run_log(out: Path) -> Path:
+    """Where the last run of the pipeline whose outputs are `out` (`<root>/out/<name>`) is
+    recorded: `<root>/.qntz/runs/<name>.json`, beside the project's cache, not among the
+    artifacts (two runs that build the same artifacts lay out the same `out/`)."""
+    return out.parent.parent / ".qntz" / "runs" / f"{out.name}.json"
 
 
 def record_run(result: RunResult) -> None:
-    """Keep what this run did to each step (state, seconds, error) and when, beside its
-    outputs: the report shows the run, and is the same whenever it is regenerated."""
+    """Keep what this run did to each step (state, seconds, error) and when: the report
+    shows the run, and is the same whenever it is regenerated."""
     import json
     import time
 
     from qntz.core.hashing import write_atomic
     from qntz.core.workspace import inside
 
-    steps = {sid: {"state": s.state, "seconds": round(s.seconds, 3),
+    steps = {sid: {"state": s.state, "seconds": round(s.seconds, 3), "key": s.key,
                    "error": s.error.message if s.error else None}
              for sid, s in result.steps.items()}
     log = {"recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "steps": steps}
+    path = run_log(result.out)
     try:
-        result.out.mkdir(parents=True, exist_ok=True)
-        write_atomic(inside(result.out, result.out / RUN_LOG), json.dumps(log, indent=1) + "\n")
-    except OSError:  # a read-only out/ serving a cached run: the report falls back to the plan
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(inside(path.parent, path), json.dumps(log, indent=1) + "\n")
+    except OSError:  # a read-only project serving a cached run: the report uses the plan
         pass
 
 
@@ -111,7 +116,7 @@ def read_run(out: Path) -> dict[str, Any]:
     import json
 
     try:
-        log = json.loads((out / RUN_LOG).read_text())
+        log = json.loads(run_log(out).read_text())
     except (OSError, ValueError):
         return {}
     return log if isinstance(log, dict) and isinstance(log.get("steps"), dict) else {}

@@ -236,10 +236,11 @@ class Session:
             summary = {**summary, "seconds": round(seconds, 3)}
             provides = summary.pop("provides", None) or list(provided_by(spec))
             artifact = self.cache.commit(sid, key, work, provides, summary, record)
-        except QntzError as exc:
-            exc.where = exc.where or ctx.where
+        except QntzError as exc:  # a step may have wrapped a full disk in its own words
+            error = self._world_error(sid, exc) or exc
+            error.where = error.where or ctx.where
             return StepResult(sid, spec.kind, "failed", time.perf_counter() - start,
-                              str(exc), error=exc)
+                              str(error), error=error)
         except Exception as exc:
             error = self._world_error(sid, exc)
             if error is None:
