@@ -30,7 +30,8 @@ class Preflight(Step):
         "fail_on": {"enum": ["error", "warning", "never"], "default": "error",
                     "description": "findings for the methods this pipeline uses that fail it"},
     }
-    libraries = ("torch", "numpy", "onnx", "onnxscript", "onnx_ir", "protobuf", "ml_dtypes")
+    libraries = ("torch", "numpy", "onnx", "onnxscript", "onnx_ir", "protobuf", "ml_dtypes",
+                 "onnxruntime")  # the ONNX check runs the exported file
     consumes_model = True
     provides = ("preflight",)
 
