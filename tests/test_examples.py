@@ -41,3 +41,15 @@ def test_quickstart_tensorrt_example(ws):
     assert rows["engine_int8"]["status"] == expected
     assert json.loads((out / "engine_fp32" / "layers.json").read_text())["targets"] == [
         "8.6", "8.9"]
+
+
+@pytest.mark.skipif(tensorrt_env.version_of("tensorrt-rtx") is None,
+                    reason='TensorRT-RTX not installed (pip install "qntz[tensorrt-rtx]")')
+def test_tensorrt_after_a_library_imported_polygraphy_first(ws):
+    """MONAI imports Polygraphy's TensorRT backend, bound to full TensorRT: an engine built
+    in the same process must still use TensorRT-RTX."""
+    pytest.importorskip("monai.networks.utils")
+    shutil.copytree(REPO / "pipelines", ws.root / "pipelines",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    result = ws.qntz("run", "pipelines/quickstart-tensorrt.yaml", "--step", "engine_fp32")
+    assert result.code == 0, result.out + result.err

@@ -109,8 +109,23 @@ def import_tensorrt(flavour: str) -> Any:
         polygraphy_logger.has_colors()
 
     polygraphy_config.USE_TENSORRT_RTX = flavour == "tensorrt-rtx"
+    _rebind_polygraphy()
     import importlib
 
     module = importlib.import_module(MODULES[flavour])
     _active[:] = [flavour]
     return module
+
+
+def _rebind_polygraphy() -> None:
+    """Each Polygraphy module binds its `trt` when it is first imported, to the flavour
+    configured then; another library may have imported them first (MONAI imports Polygraphy's
+    TensorRT backend), bound to full TensorRT. Rebind them to the flavour now configured."""
+    import sys
+
+    from polygraphy.mod.trt_importer import lazy_import_trt
+
+    for name, module in list(sys.modules.items()):
+        bound = getattr(module, "trt", None) if name.startswith("polygraphy.") else None
+        if type(bound).__name__ == "LazyModule":
+            module.trt = lazy_import_trt()
