@@ -63,3 +63,36 @@ def test_shift_accounts_for_padding_and_groups():
                                       padding=1, groups=3)
     predicted = channel_shift(error, x, groups=3, pads=[1, 1, 1, 1], strides=[2, 2])
     np.testing.assert_allclose(predicted, conv.numpy().mean(axis=(0, 2, 3)), rtol=1e-9)
+
+
+def test_a_node_kept_float_stays_float_under_onnxruntime_optimizations(ws):
+    """ONNX Runtime's optimizer gives a float Conv between Q/DQ pairs per-tensor int8
+    weights at load time (WeightBiasQuantization); a node qntz keeps float must not be."""
+    import onnxruntime as ort
+
+    from conftest import pipeline_text
+
+    rng = np.random.default_rng(0)
+    np.savez(ws.root / "calib.npz", x=rng.uniform(0, 1, (16, 3, 16, 16)).astype(np.float32))
+    steps = "capture: {uses: trace}\nonnx: {}\nint8: {uses: quantize, data: calib, EXTRA}"
+    extra = "data:\n  calib: {from: npz, path: calib.npz, batch: 4}\n"
+    ws.pipeline(pipeline_text("models.clean:MobileBlock", steps.replace(", EXTRA", ""),
+                              extra=extra))
+    assert ws.qntz("run", "pipeline.yaml").code == 0
+    source = onnx.load(str(ws.root / "out" / "t" / "onnx" / "model.onnx"))
+    depthwise = next(n.name for n in source.graph.node if n.op_type == "Conv" and
+                     any(a.name == "group" and a.i > 1 for a in n.attribute))
+    ws.pipeline(pipeline_text("models.clean:MobileBlock", steps.replace(
+        "EXTRA", f"exclude_nodes: ['{depthwise}']"), extra=extra))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.err
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(ws.root / "optimized.onnx")
+    ort.InferenceSession(str(ws.root / "out" / "t" / "int8" / "model.onnx"), options,
+                         providers=["CPUExecutionProvider"])
+    optimized = onnx.load(options.optimized_model_filepath).graph
+    floats = {t.name for t in optimized.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    node = next(n for n in optimized.node if n.name == depthwise)
+    assert node.input[1] in floats, "ONNX Runtime quantized the weight of a float node"

@@ -51,3 +51,12 @@ def test_bad_steps_fail_both(tmp_path, steps):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(PipelineError):
         load_pipeline(path)
+
+
+def test_an_exponent_without_a_dot_is_a_number(tmp_path):
+    """YAML 1.1 reads `1e-4` as text; a user writing `max_drop: 1e-4` means a number."""
+    path = tmp_path / "p.yaml"
+    path.write_text("qntz: 1\nname: t\nmodel: {factory: m:f}\n"
+                    "inputs: {x: {shape: [1, 4]}}\nsteps:\n  onnx: {}\n"
+                    "  int8: {uses: quantize, max_drop: 1e-4}\n")
+    assert load_pipeline(path).steps["int8"].params["max_drop"] == 1e-4

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from qntz.compare.rounding_noise import relative_noise
 from qntz.compare.runners import (
     NotRunnable,
     Runner,
@@ -169,30 +170,6 @@ def _run_float64(ctx: StepContext, model: list[Any], feed: dict[str, np.ndarray]
 JITTER_RUNS = 3  # seeded runs of eager under relative noise; the largest change is the bar
 
 
-def _relative_noise(level: float, seed: int) -> Any:
-    """A torch dispatch mode multiplying every floating result by (1 + δ), |δ| ≤ level,
-    seeded: rounding as a different but correct runtime might do it. A view computes
-    nothing and is left alone; zeros stay zero and signs stay, so comparisons on exact
-    values (`x.sum() > 0` on zeros) take the same branch."""
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    gen = torch.Generator().manual_seed(seed)
-
-    class RelativeNoise(TorchDispatchMode):
-        def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (),
-                               kwargs: dict | None = None) -> Any:
-            out = func(*args, **(kwargs or {}))
-            if not func.is_view:
-                for t in out if isinstance(out, (tuple, list)) else (out,):
-                    if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
-                        noise = torch.rand(t.shape, generator=gen, dtype=torch.float64)
-                        t.add_((t * ((2 * noise - 1) * level)).to(t.dtype))
-            return out
-
-    return RelativeNoise()
-
-
 def _jittered_reference(ctx: StepContext) -> Any:
     """Eager float32 under relative noise `p` on every intermediate, JITTER_RUNS seeded
     times per input (memoized), on a copy: the noise is added in place and must touch
@@ -221,7 +198,7 @@ def _run_jittered(ctx: StepContext, model: list[Any], feed: dict[str, np.ndarray
         runner = torch_runner(model[0], ctx.pipeline.inputs, eager=True)
         runs = []
         for seed in range(JITTER_RUNS):
-            with _relative_noise(level, seed):
+            with relative_noise(level, seed):
                 runs.append(runner({n: a.copy() for n, a in feed.items()}))
         return runs
     except Exception:  # a model that cannot run under the mode just lacks this rule

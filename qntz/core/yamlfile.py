@@ -8,6 +8,7 @@ thousands deep is refused in milliseconds instead of exhausting memory or the st
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,10 @@ _PlainLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != TIMESTAMP]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+# YAML 1.1 reads `1e-4` (no dot) as text; 1.2 and JSON read it as the number users mean.
+_PlainLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                   re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                   list("-+0123456789"))
 _PlainLoader.add_constructor("tag:yaml.org,2002:int", _PlainLoader.construct_yaml_int)
 for _name in REFUSED_TAGS:
     _PlainLoader.add_constructor(f"tag:yaml.org,2002:{_name}", _refuse_tag)

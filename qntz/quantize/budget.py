@@ -7,16 +7,17 @@ the node's output range, and a node kept float while its activation stays quanti
 raw, wide output quantized, which is worse than quantizing the node. Each candidate's
 sensitivity is measured end to end: the model rebuilt with only that candidate float (the
 calibrated ranges are cached, so a rebuild does not calibrate again), scored by the mean
-cosine against the float model on the calibration data; a candidate whose float does not
-lower the error stays quantized. Cosine, not top-1, ranks: on a few dozen rows most single
-nodes change no arg-max. Then the count of top-ranked candidates kept
+cosine against the float model on the calibration data. Every candidate is ranked; those
+whose float alone does not lower the error come last. Cosine, not top-1, ranks: on a few
+dozen rows most single nodes change no arg-max. Then the count of top-ranked candidates kept
 float is searched: 1, 2, 4, ... until a count meets the budget, then bisection between the
 last miss and that count; every point is built and measured for real (top-1 is not monotonic
 in the count). Of the points that meet the budget, the one with the fewest float nodes is
 kept: the most int8, and a choice that does not depend on the machine's load (choosing by
 measured latency would make the artifact vary from run to run). Every point explored is
 returned for `quantize.json`, and timed (interleaved rounds) into the volatile
-`budget_latency.json`.
+`budget_latency.json`. When no point meets the budget, the same model in FP16 is measured
+on the same rows: a budget FP16 misses too is below what any reduced precision keeps there.
 """
 
 from __future__ import annotations
@@ -50,19 +51,17 @@ def candidates(reference: Any, quantized: Any) -> list[list[str]]:
 
 
 def sensitivities(build: Callable, score: Callable[[Path], float], units: list[list[str]],
-                  base: float, report: Callable[[str], None]) -> list[list[str]]:
-    """The `units` that lower the error (`score`, `base` with all quantized) when alone
-    float, most first. Some raise it: ONNX Runtime's graph optimizations lose accuracy
-    around a float depthwise Conv between Q/DQ pairs (EfficientNet-Lite0: mean cosine
-    0.992 -> 0.956, unchanged with optimizations off), so those stay quantized."""
+                  report: Callable[[str], None]) -> list[list[str]]:
+    """Every unit, those whose float alone lowers the error (`score`) the most first. Some
+    raise it (a float node's neighbours lose the integer kernels they fused with), so they
+    come last."""
     errors = []
     for index, unit in enumerate(units):
         report(f"sensitivity {index + 1}/{len(units)}")
         path, _ = build(unit)
         errors.append(score(path))
         path.unlink()
-    order = sorted(range(len(units)), key=lambda i: (errors[i], i))
-    return [units[i] for i in order if errors[i] < base]
+    return [units[i] for i in sorted(range(len(units)), key=lambda i: (errors[i], i))]
 
 
 def latencies_ms(paths: list[Path], feed: dict[str, np.ndarray]) -> list[float]:
@@ -91,9 +90,10 @@ def counts_to_try(top: int) -> list[int]:
 
 
 def search(ctx: StepContext, build: Callable, prepared: Path, quantized: Path, feeds: list,
-           intended: list[str]) -> tuple[list[str], Path, dict, dict, list[dict], list[float]]:
+           intended: list[str]
+           ) -> tuple[list[str], Path, dict, dict, list[dict], list[float], list[str]]:
     """The point meeting `max_drop` with the fewest float nodes: (kept, model, coverage,
-    accuracy, the points explored in order, their latencies)."""
+    accuracy, the points explored in order, their latencies, warnings)."""
     import onnx
 
     from qntz.quantize.agreement import measure, outputs
@@ -103,7 +103,7 @@ def search(ctx: StepContext, build: Callable, prepared: Path, quantized: Path, f
     units = candidates(onnx.load(str(prepared), load_external_data=False),
                        onnx.load(str(quantized), load_external_data=False))
     score = lambda p: measure(prepared, p, feeds, expected)["cosine"]["drop"]  # noqa: E731
-    ranked = sensitivities(build, score, units, score(quantized), ctx.report)
+    ranked = sensitivities(build, score, units, ctx.report)
     top = _most_float(ranked, intended)
     points: dict[int, tuple] = {}
 
@@ -124,14 +124,30 @@ def search(ctx: StepContext, build: Callable, prepared: Path, quantized: Path, f
     if hit is None:
         tried = ", ".join(f"{points[c][3][metric]['drop']:.4g} with {len(points[c][0])} "
                           "float" for c in points)
+        floor = _fp16_drop(ctx, prepared, feeds, expected, metric)
         raise ctx.fail(f"INT8 cannot meet max_drop {budget} in {metric} on the calibration "
-                       f"data, even with the {top} of {len(units)} quantized nodes float "
-                       f"whose float lowers the error (explored: {tried})",
-                       hint=_hint(metric, budget, sum(len(e) for e in expected)))
+                       f"data, even with {top} of {len(units)} quantized nodes float "
+                       f"(explored: {tried})" + ("" if floor is None else
+                                                f"; the same model in FP16 drops {floor:.4g}"),
+                       hint=_hint(metric, budget, sum(len(e) for e in expected), floor))
     while hit - miss > 1:
         middle = (hit + miss) // 2
         hit, miss = (middle, miss) if meets(middle) else (hit, middle)
-    return _chosen(points, metric, budget, feeds[0])
+    return (*_chosen(points, metric, budget, feeds[0]),
+            _mostly_float(ctx, hit, len(ranked), _fp16_drop(ctx, prepared, feeds, expected,
+                                                             metric)
+                          if hit > len(ranked) // 2 else None))
+
+
+def _mostly_float(ctx: StepContext, hit: int, total: int, floor: float | None) -> list[str]:
+    """A warning when the budget is met only with most candidates float: such a model
+    keeps Q/DQ around float islands and may run slower than the float model."""
+    if hit <= total // 2:
+        return []
+    return [f"max_drop {ctx.params['max_drop']} is met only with {hit} of {total} candidates "
+            "float: little of the model is int8 and it may run no faster than float (see "
+            "compare's speed-up)" + ("" if floor is None else f"; FP16 drops {floor:.4g} in "
+                                     f"{ctx.params['metric']} on the same rows")]
 
 
 def _most_float(ranked: list[list[str]], intended: list[str]) -> int:
@@ -145,12 +161,33 @@ def _most_float(ranked: list[list[str]], intended: list[str]) -> int:
     return len(ranked)
 
 
-def _hint(metric: str, budget: float, rows: int) -> str:
+def _fp16_drop(ctx: StepContext, prepared: Path, feeds: list, expected: list,
+               metric: str) -> float | None:
+    """`metric`'s drop of the model in FP16 on the same rows, the floor of reduced
+    precision; None when the model has no FP16 form ONNX Runtime runs."""
+    from qntz.quantize.agreement import measure
+    from qntz.quantize.ort_tools import convert_fp16
+
+    ctx.report("measuring FP16 on the calibration data")
+    half = prepared.with_name("fp16-floor.onnx")
+    try:
+        convert_fp16(prepared, half, {"exclude_op_types": [], "exclude_nodes": [],
+                                      "keep_io_types": True})
+        return measure(prepared, half, feeds, expected)[metric]["drop"]
+    except Exception:  # only a hint depends on it
+        return None
+
+
+def _hint(metric: str, budget: float, rows: int, floor: float | None) -> str:
+    if floor is not None and floor > budget:
+        return (f"max_drop {budget} is below what FP16 keeps on these {rows} rows"
+                + (" (their top two float scores nearly tie, and any rounding changes "
+                   "them)" if metric == "top1" else "") +
+                f": raise max_drop above {floor:.4g}, or keep this model float")
     if metric == "top1" and budget < 1 / rows:
         return (f"on {rows} calibration rows one changed arg-max is a drop of {1 / rows:.4g}, "
-                f"so max_drop {budget} allows none, and rows whose top two float scores "
-                "nearly tie change under any int8 noise: add calibration data (samples) or "
-                "raise max_drop")
+                f"so max_drop {budget} allows none: add calibration data (samples) or raise "
+                "max_drop")
     return "raise max_drop, add calibration data, or use fp16"
 
 

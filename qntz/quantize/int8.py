@@ -54,10 +54,11 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
                                                                          work)
         kept: list[str] = []
         tradeoff: list[dict] = []
+        warnings: list[str] = []
         check_metric(ctx, accuracy)
         if params["max_drop"] is not None and accuracy[params["metric"]]["drop"] > params[
                 "max_drop"]:
-            kept, quantized, coverage, accuracy, tradeoff = meet_budget(
+            kept, quantized, coverage, accuracy, tradeoff, warnings = meet_budget(
                 ctx, build, prepared, quantized, feeds, coverage["intended"])
         elif params["max_drop"] is None:
             check_agreement(ctx, accuracy)
@@ -74,6 +75,7 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
             "coverage": {k: v for k, v in coverage.items() if k not in ("intended", "bias")},
             "bias_correction": coverage.get("bias"), "accuracy": accuracy,
             "kept_float_for_budget": kept, "budget_search": tradeoff, "node_actions": actions,
+            **({"warnings": warnings} if warnings else {}),
             **({"volatile": ["budget_latency.json"]} if tradeoff else {}),
             **describe(ctx.out / "model.onnx")}
 
@@ -178,6 +180,7 @@ def _builder(ctx: StepContext, prepared: Path, recipe: Any, feeds: list, work: P
     """A function that quantizes with extra nodes kept in float, verified, into `work`."""
     import onnx
 
+    from qntz.quantize.float_nodes import protect_float_nodes
     from qntz.quantize.ort_tools import CONV_LIKE, MATMUL_LIKE, Recipe, quantize_int8, weight_nodes
     from qntz.quantize.precision_check import PrecisionMismatch, check_int8
 
@@ -196,6 +199,8 @@ def _builder(ctx: StepContext, prepared: Path, recipe: Any, feeds: list, work: P
             raise ctx.fail(f"INT8 quantization failed: {first_line(exc)}",
                            hint="exclude the failing node or op type (exclude_nodes / "
                            "exclude_op_types), or try recipe: dynamic") from exc
+        if variant.mode == "static":
+            protect_float_nodes(target)
         wanted = [n for n in intended if n not in keep_float]
         try:
             coverage = check_int8(onnx.load(str(target)), variant.mode, wanted)
@@ -219,9 +224,9 @@ def meet_budget(ctx: StepContext, build: Callable, prepared: Path, quantized: Pa
     `budget_latency.json`."""
     from qntz.quantize.budget import search
 
-    kept, path, coverage, result, explored, latencies = search(
+    kept, path, coverage, result, explored, latencies, warnings = search(
         ctx, build, prepared, quantized, feeds, intended)
     (ctx.out / "budget_latency.json").write_text(json.dumps(
         [{"float_nodes": p["float_nodes"], "chosen": p["chosen"], "latency_ms": ms}
          for p, ms in zip(explored, latencies)], indent=1))
-    return kept, path, coverage, result, explored
+    return kept, path, coverage, result, explored, warnings

@@ -110,9 +110,10 @@ class Quantize(Step):
         acc, cov = s["accuracy"], s["coverage"]
         kept = (f", {len(s['kept_float_for_budget'])} kept float for the budget"
                 if s["kept_float_for_budget"] else "")
+        warning = f"; warning: {s['warnings'][0]}" if s.get("warnings") else ""
         return (f"int8 {s['recipe']['mode']}: {plural(cov['quantized_nodes'], 'node')} "
                 f"quantized{kept}; on calibration data{_top1(acc)} "
-                f"cosine {acc['cosine']['mean']:.4f}")
+                f"cosine {acc['cosine']['mean']:.4f}{warning}")
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         source = ctx.input_providing("onnx")

@@ -15,6 +15,23 @@ class SmallCNN(nn.Module):
         return self.head(self.conv(x).mean(dim=(2, 3)))
 
 
+class MobileBlock(nn.Module):
+    """Stem, then expand, depthwise, project, as in MobileNet and EfficientNet-Lite (ReLU6)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.expand = nn.Conv2d(8, 16, 1)
+        self.depthwise = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.project = nn.Conv2d(16, 8, 1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.relu6(self.expand(nn.functional.relu6(self.stem(x))))
+        x = nn.functional.relu6(self.depthwise(x))
+        return self.head(self.project(x).mean(dim=(2, 3)))
+
+
 class MLP(nn.Module):
     def __init__(self, features: int = 32):
         super().__init__()
