@@ -302,6 +302,8 @@ def test_low_calibration_agreement_fails_with_the_numbers_and_the_fix(ws):
     assert result.code == 1, result.out + result.err
     assert "INT8 agrees too little with the float model on the calibration data" in result.err
     assert "min_cosine 0.999999" in result.err and "max_drop" in result.err
+    # the budget it suggests is in the metric that failed, at the bar that failed
+    assert "(max_drop: 1e-06, metric: cosine)" in result.err, result.err
 
 
 DENSE = """

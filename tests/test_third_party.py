@@ -141,3 +141,47 @@ def test_names_and_keywords_follow_forward():
     assert args == () and list(kwargs) == ["input_ids", "attention_mask"]
     names = output_names(Model()(**kwargs))
     assert names == ["hidden", "cache.0.0", "cache.0.1"]
+
+
+DIFFUSERS_LIKE = """
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+
+class Output(OrderedDict):
+    '''diffusers' BaseOutput: an OrderedDict registered as a pytree node without key paths.'''
+
+
+torch.utils._pytree.register_pytree_node(
+    Output, lambda o: (list(o.values()), list(o.keys())),
+    lambda values, keys: Output(zip(keys, values)), serialized_type_name="denoise.Output")
+
+
+class Denoiser(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, sample):
+        return Output(sample=self.conv(sample))
+"""
+
+
+def test_an_output_keyed_like_its_input_and_registered_without_key_paths(ws):
+    """diffusers' UNet2DModel and AutoencoderKL: `forward(sample)` returns a BaseOutput
+    with a `sample` field. Naming the outputs raised, then the ONNX input was renamed
+    `sample.1` and the simplify step raised on the missing feed."""
+    import onnx
+
+    ws.write("denoise.py", DIFFUSERS_LIKE)
+    ws.pipeline("qntz: 1\nname: t\nmodel: {factory: denoise:Denoiser}\ninputs:\n"
+                "  sample: {shape: [batch, 3, 16, 16], dynamic: {batch: [1, 2, 4]}}\n"
+                "steps:\n  capture: {uses: export}\n  onnx: {}\n  simplify: {}\n"
+                "  compare: {needs: [capture, onnx, simplify]}\n")
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.err
+    model = onnx.load(str(ws.root / "out" / "t" / "simplify" / "model.onnx"))
+    assert [i.name for i in model.graph.input] == ["sample"]
+    assert [o.name for o in model.graph.output] == ["output.sample"]

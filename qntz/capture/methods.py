@@ -213,7 +213,7 @@ def _output_names(ctx: StepContext) -> list[str]:
     model = ctx.live_model()
     args, kwargs = to_torch(capture_example(ctx.pipeline.inputs), ctx.pipeline.inputs, model)
     with torch.inference_mode():
-        return output_names(model(*args, **kwargs))
+        return output_names(model(*args, **kwargs), ctx.pipeline.inputs)
 
 
 CAPTURES = {"trace": _trace, "script": _script, "export": _export}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qntz.core.errors import PipelineError, QntzError, first_line
 from qntz.core.quiet import quiet
 from qntz.core.step import Step, StepContext
 from qntz.core.wording import plural
+
+if TYPE_CHECKING:
+    from qntz.core.spec import Pipeline, StepSpec
 
 EXPORTER_LOGGERS = ("torch.onnx", "onnxscript")  # progress prints and registry noise
 
@@ -32,6 +35,14 @@ class OnnxExport(Step):
                  "onnxruntime")
     consumes = ("exported_program", "torchscript", "model")
     provides = ("onnx",)
+
+    @classmethod
+    def check(cls, step: StepSpec, pipeline: Pipeline) -> None:
+        clash = sorted(set(step.params["output_names"] or ()) & set(pipeline.inputs))
+        if clash:
+            raise PipelineError(f"output_names reuses the input name '{clash[0]}'; ONNX names "
+                                "every value once", where=pipeline.where(*step.at),
+                                hint=f"name the output e.g. 'output.{clash[0]}'")
 
     @classmethod
     def describe(cls, summary: dict[str, Any]) -> str:
@@ -86,16 +97,22 @@ def _export_checked(ctx: StepContext, source: Any, exporter: str, path: Path
     written = describe(path)["opset"]
     if written != ctx.params["opset"]:
         return f"wrote opset {written}, not the {ctx.params['opset']} asked for", None
-    return _runtime_rejects(path)
+    return _runtime_rejects(path, list(ctx.pipeline.inputs))
 
 
-def _runtime_rejects(path: Path) -> Problem | None:
+def _runtime_rejects(path: Path, inputs: list[str]) -> Problem | None:
+    """ONNX Runtime must load the model, and every input it takes must be one the pipeline
+    feeds (an exporter renames an input whose name an output took)."""
     from qntz.runtime.ortrun import session
 
     try:
-        session(path)
+        names = [i.name for i in session(path).get_inputs()]
     except Exception as exc:
         return f"wrote a model ONNX Runtime rejects: {first_line(exc)}", exc
+    unknown = [n for n in names if n not in inputs]
+    if unknown:
+        return (f"named the model's input '{unknown[0]}', which is not in `inputs` "
+                f"({', '.join(inputs)})"), None
     return None
 
 
@@ -133,7 +150,7 @@ def _export(ctx: StepContext, source: Any, exporter: str, path: Path) -> None:
     with torch.no_grad():
         runnable = model.module() if hasattr(model, "graph_signature") else model
         args, kwargs = to_torch(example, inputs, runnable)
-        found = output_names(runnable(*args, **kwargs))
+        found = output_names(runnable(*args, **kwargs), inputs)
     names = ctx.params["output_names"] or (source and _names_from(source, len(found))) or found
     args, kwargs, order = export_call(example, inputs, model)
     common = {"opset_version": ctx.params["opset"], "input_names": order,

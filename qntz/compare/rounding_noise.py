@@ -19,11 +19,15 @@ from qntz.runtime.metrics import ROUNDING
 NORMALIZATIONS = {"native_batch_norm": "channel", "_native_batch_norm_legit": "channel",
                   "_batch_norm_with_update": "channel", "native_group_norm": "group",
                   "native_layer_norm": "trailing"}
+# composites that reach those kernels; only they are decomposed (noise inside another
+# composite, an upsampling's index arithmetic say, would compute nonsense, not rounding)
+NORMALIZATION_COMPOSITES = ("instance_norm", "batch_norm", "_batch_norm_impl_index",
+                            "group_norm", "layer_norm")
 
 
 def relative_noise(level: float, seed: int) -> Any:
     """A torch dispatch mode adding that noise, seeded, to the results of the kernels that
-    compute: a composite op (`instance_norm`) runs as its parts, which get the noise. A view
+    compute: a normalization composite (`instance_norm`) runs as its kernel. A view
     computes nothing and is left alone; zeros stay zero and signs stay, so comparisons on
     exact values (`x.sum() > 0` on zeros) take the same branch."""
     import torch
@@ -34,14 +38,16 @@ def relative_noise(level: float, seed: int) -> Any:
     class RelativeNoise(TorchDispatchMode):
         def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (),
                                kwargs: dict | None = None) -> Any:
-            with self:  # a composite op (inference mode keeps them whole) in its parts
-                out = func.decompose(*args, **(kwargs or {}))
-            if out is not NotImplemented:
-                return out
+            name = func.overloadpacket.__name__
+            if name in NORMALIZATION_COMPOSITES:
+                with self:  # inference mode keeps them whole: run them as their kernels
+                    out = func.decompose(*args, **(kwargs or {}))
+                if out is not NotImplemented:
+                    return out
             out = func(*args, **(kwargs or {}))
             if func.is_view:
                 return out
-            layout = NORMALIZATIONS.get(func.overloadpacket.__name__)
+            layout = NORMALIZATIONS.get(name)
             if layout is not None:
                 _shift_by_statistics(layout, args, out, level, gen)
             for t in out if isinstance(out, (tuple, list)) else (out,):

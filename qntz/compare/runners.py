@@ -29,7 +29,7 @@ class TorchRunner:
             else:
                 args, kwargs = to_torch(feed, self.inputs, self.module)
                 result = self.module(*args, **kwargs)
-        self.names = self.names or output_names(result)
+        self.names = self.names or output_names(result, self.inputs)
         return flatten_outputs(result)
 
 

@@ -133,21 +133,20 @@ def search(ctx: StepContext, build: Callable, prepared: Path, quantized: Path, f
     while hit - miss > 1:
         middle = (hit + miss) // 2
         hit, miss = (middle, miss) if meets(middle) else (hit, middle)
-    return (*_chosen(points, metric, budget, feeds[0]),
-            _mostly_float(ctx, hit, len(ranked), _fp16_drop(ctx, prepared, feeds, expected,
-                                                             metric)
-                          if hit > len(ranked) // 2 else None))
+    chosen = _chosen(points, metric, budget, feeds[0])
+    if hit <= len(ranked) // 2:
+        return (*chosen, [])
+    return (*chosen, [_mostly_float(ctx, hit, len(ranked),
+                                    _fp16_drop(ctx, prepared, feeds, expected, metric))])
 
 
-def _mostly_float(ctx: StepContext, hit: int, total: int, floor: float | None) -> list[str]:
-    """A warning when the budget is met only with most candidates float: such a model
-    keeps Q/DQ around float islands and may run slower than the float model."""
-    if hit <= total // 2:
-        return []
-    return [f"max_drop {ctx.params['max_drop']} is met only with {hit} of {total} candidates "
+def _mostly_float(ctx: StepContext, hit: int, total: int, floor: float | None) -> str:
+    """The warning for a budget met only with most candidates float: such a model keeps
+    Q/DQ around float islands and may run slower than the float model."""
+    return (f"max_drop {ctx.params['max_drop']} is met only with {hit} of {total} candidates "
             "float: little of the model is int8 and it may run no faster than float (see "
             "compare's speed-up)" + ("" if floor is None else f"; FP16 drops {floor:.4g} in "
-                                     f"{ctx.params['metric']} on the same rows")]
+                                     f"{ctx.params['metric']} on the same rows"))
 
 
 def _most_float(ranked: list[list[str]], intended: list[str]) -> int:

@@ -87,12 +87,16 @@ def check_agreement(ctx: StepContext, accuracy: dict[str, Any]) -> None:
     low_top1 = None not in (bar, top1) and top1 < bar
     low_cosine = ctx.params["min_cosine"] is not None and cosine < ctx.params["min_cosine"]
     if low_top1 or low_cosine:
+        budget = "max_drop: 0.01, metric: top1" if low_top1 else \
+            f"max_drop: {1 - ctx.params['min_cosine']:.4g}, metric: cosine"
+        top1_part = "" if top1 is None else f"top-1 {_percent(top1)} (min_top1 {bar}), "
         raise ctx.fail(f"INT8 agrees too little with the float model on the calibration "
-                       f"data: top-1 {_percent(top1)} (min_top1 {bar}), mean "
-                       f"cosine {cosine:.4f} (min_cosine {ctx.params['min_cosine']})",
-                       hint="set an accuracy budget (e.g. max_drop: 0.01, metric: top1) to "
-                       "keep the sensitive nodes float, add calibration data, or lower "
-                       "min_top1 / min_cosine if this accuracy is acceptable")
+                       f"data: {top1_part}mean cosine {cosine:.4f} (min_cosine "
+                       f"{ctx.params['min_cosine']})",
+                       hint=f"set an accuracy budget ({budget}) to keep the sensitive nodes "
+                       "float, add calibration data, or lower "
+                       f"{'min_top1' if low_top1 else 'min_cosine'} if this accuracy is "
+                       "acceptable")
 
 
 def _top1_bar(ctx: StepContext) -> float | None:

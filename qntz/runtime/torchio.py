@@ -112,19 +112,46 @@ def flatten_outputs(value: Any) -> list[np.ndarray]:
     return out
 
 
-def output_names(value: Any) -> list[str]:
+def output_names(value: Any, inputs: Any = ()) -> list[str]:
     """Names of the flattened outputs: dict and ModelOutput keys, dotted for nested ones
-    (`past_key_values.0.key`); `output` for a lone tensor, `output_0`, ... for a tuple."""
-    leaves, _ = torch.utils._pytree.tree_flatten_with_path(value)
-    if len(leaves) == 1 and not leaves[0][0]:
+    (`past_key_values.0.key`); `output` for a lone tensor, `output_0`, ... for a tuple. A
+    key that is also an input's name (diffusers returns `sample` for a `sample` input)
+    becomes `output.<key>`: ONNX names every value once."""
+    paths = _leaf_paths(value)
+    if len(paths) == 1 and not paths[0]:
         return ["output"]
     names = []
-    for path, _ in leaves:
+    for path in paths:
         parts = [str(_key(k)) for k in path]
         if not parts or isinstance(_key(path[0]), int):
             parts = [f"output_{parts[0]}" if parts else "output", *parts[1:]]
         names.append(".".join(parts))
-    return _unique(names)
+    return _unique([f"output.{n}" if n in set(inputs) else n for n in names])
+
+
+def _leaf_paths(value: Any) -> list[tuple]:
+    """The key path of each leaf, in `tree_leaves` order. A library may register its
+    output class without key paths (diffusers' BaseOutput): mappings and sequences are then
+    walked here, and when that does not give one path per leaf the leaves go by position."""
+    try:
+        return [path for path, _ in torch.utils._pytree.tree_flatten_with_path(value)[0]]
+    except ValueError:
+        paths = list(_walk(value, ()))
+        count = len(torch.utils._pytree.tree_leaves(value))
+        return paths if len(paths) == count else [(i,) for i in range(count)]
+
+
+def _walk(value: Any, prefix: tuple) -> Any:
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _walk(item, (*prefix, key))
+    elif isinstance(value, (tuple, list)):
+        for index, item in enumerate(value):
+            yield from _walk(item, (*prefix, index))
+    else:
+        yield prefix
 
 
 def _key(entry: Any) -> Any:
