@@ -7,6 +7,7 @@ int8 activation quantization rounds the other channels of that block away.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
+from conftest import pipeline_text
 from qntz.compare.localize import Localization, localize, module_path
 from zoo.fragile import FragileNet
 
@@ -133,3 +135,20 @@ def test_module_path_from_either_exporter(name, scopes, expected):
     if scopes is not None:
         node.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=scopes)
     assert module_path(node) == expected
+
+
+@pytest.mark.parametrize(("factory", "named"), [
+    ("models.hazards:NestedBranch", "first disagreeing module `blocks.1` (Branchy)"),
+    ("models.hazards:DataDependentIf", "the difference is made in the model's own forward"),
+])
+def test_a_failing_traced_candidate_is_localized_by_module_replay(ws, factory, named):
+    """Each submodule of the TorchScript candidate is fed what its eager twin received:
+    the one whose trace froze a branch disagrees although its inputs were right."""
+    ws.pipeline(pipeline_text(factory, "capture: {uses: trace, strict: false}\n"
+                              "compare: {needs: [capture], iterations: 0}"))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 1
+    assert named in result.err, result.err
+    report = json.loads((ws.root / "out" / "t" / "compare" / "report.json").read_text())
+    row = next(c for c in report["candidates"] if c["id"] == "capture")
+    assert row["divergence"]["source"] == "PyTorch eager" and row["divergence"]["layers"]

@@ -21,6 +21,7 @@ from qntz.core.errors import first_line
 
 LAYERS_KEPT = 10  # the ranked layers a report shows
 HALF_PRECISIONS = ("int8", "fp16", "bf16")
+TORCH_ARTIFACTS = {"torchscript", "exported_program"}
 
 
 def is_float_onnx(artifact: Artifact) -> bool:
@@ -91,7 +92,12 @@ def explain_failures(ctx: Any, report: dict[str, Any],
     `divergence`, and its reason the one-line summary."""
     for row in report["candidates"]:
         artifact = ctx.inputs.get(row["id"])
-        if row["status"] != "fail" or artifact is None or "onnx" not in artifact.provides:
+        if row["status"] != "fail" or artifact is None:
+            continue
+        if TORCH_ARTIFACTS & set(artifact.provides):
+            _replay_against_eager(ctx, row, artifact, samples)
+            continue
+        if "onnx" not in artifact.provides:
             continue
         others = {sid: a for sid, a in ctx.inputs.items() if sid != row["id"]}
         source = float_source(row["id"], ctx.pipeline, {**others, row["id"]: artifact})
@@ -104,6 +110,39 @@ def explain_failures(ctx: Any, report: dict[str, Any],
         row["divergence"] = localize_candidate(source, artifact, feed, label, workdir)
         if row["divergence"]["layers"] and row["divergence"].get("flagged"):
             row["reason"] += f"; {row['divergence']['summary']}"
+
+
+def _replay_against_eager(ctx: Any, row: dict[str, Any], artifact: Artifact,
+                          samples: list[tuple[str, dict[str, np.ndarray]]]) -> None:
+    """A failing TorchScript or ExportedProgram candidate: its submodules replayed on what
+    their eager twins received (compare's reference must be the eager model)."""
+    from qntz.compare.module_replay import replay, summary
+
+    if ctx.params["reference"] is not None or \
+            not any("model" in a.provides for a in ctx.inputs.values()):
+        return
+    ctx.report(f"replaying {row['id']}'s submodules on eager's inputs")
+    label, feed = failing_input(row, samples)
+    where = {"input": label, "source": "PyTorch eager"}
+    try:
+        layers = replay(ctx.live_model(), _torch_module(artifact), feed, ctx.pipeline.inputs)
+    except Exception as exc:  # localization explains a failure; it must not add one
+        reason = first_line(exc, 200)
+        row["divergence"] = {**where, "summary": f"localization failed: {reason}",
+                             "error": reason, "layers": []}
+        return
+    row["divergence"] = {**where, "summary": summary(layers), "flagged": len(layers),
+                         "layers": layers}
+    if layers:
+        row["reason"] += f"; {row['divergence']['summary']}"
+
+
+def _torch_module(artifact: Artifact) -> Any:
+    import torch
+
+    if "torchscript" in artifact.provides:
+        return torch.jit.load(str(artifact.file("model.pt"))).eval()
+    return torch.export.unflatten(torch.export.load(str(artifact.file("model.pt2"))))
 
 
 def _without_paths(text: str, workdir: Path | None) -> str:

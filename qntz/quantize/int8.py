@@ -203,8 +203,8 @@ def _builder(ctx: StepContext, prepared: Path, recipe: Any, feeds: list, work: P
             raise ctx.fail(f"INT8 quantization failed: {first_line(exc)}",
                            hint="exclude the failing node or op type (exclude_nodes / "
                            "exclude_op_types), or try recipe: dynamic") from exc
-        if variant.mode == "static":
-            protect_float_nodes(target)
+        if variant.mode == "static" and ctx.params["target"] == "onnxruntime":
+            protect_float_nodes(target)  # TensorRT wants per-tensor activations, and is not ORT
         wanted = [n for n in intended if n not in keep_float]
         try:
             coverage = check_int8(onnx.load(str(target)), variant.mode, wanted)
