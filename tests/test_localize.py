@@ -138,7 +138,7 @@ def test_module_path_from_either_exporter(name, scopes, expected):
 
 
 @pytest.mark.parametrize(("factory", "named"), [
-    ("models.hazards:NestedBranch", "first disagreeing module `blocks.1` (Branchy)"),
+    ("models.hazards:NestedBranch", "first disagreeing module `blocks.1` (DataDependentIf)"),
     ("models.hazards:DataDependentIf", "the difference is made in the model's own forward"),
 ])
 def test_a_failing_traced_candidate_is_localized_by_module_replay(ws, factory, named):

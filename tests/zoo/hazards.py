@@ -141,26 +141,13 @@ class ConstantGate(nn.Module):
         return y
 
 
-class Branchy(nn.Module):
-    """A block that branches on its input's values: tracing freezes the branch."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 3, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        if x.mean() > 0.5:
-            return y * 2
-        return y - 1
-
 
 class NestedBranch(nn.Module):
     """The hazard of DataDependentIf inside `blocks.1`: localization must name that block."""
 
     def __init__(self):
         super().__init__()
-        self.blocks = nn.Sequential(nn.ReLU(), Branchy(), nn.Conv2d(3, 4, 1))
+        self.blocks = nn.Sequential(nn.ReLU(), DataDependentIf(), nn.Conv2d(4, 4, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x)
