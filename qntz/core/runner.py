@@ -227,8 +227,10 @@ class Session:
         kind = KINDS[spec.kind]
         work = self.cache.workspace(key)
         ctx = StepContext(self.pipeline, spec, spec.params, work / "out", inputs,
-                          self.live_model, lambda text: reporter.message(sid, text),
-                          record["extras"], self.cache.root / "shared", work / "scratch")
+                          self.live_model, shared=self.cache.root / "shared",
+                          temp=work / "scratch",
+                          report=lambda text: reporter.message(sid, text),
+                          extras=record["extras"])
         start = time.perf_counter()
         try:
             summary = kind().run(ctx)

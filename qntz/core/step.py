@@ -136,10 +136,10 @@ class StepContext:
     out: Path
     inputs: dict[str, Artifact]
     live_model: Callable[[], Any]
+    shared: Path  # caches that outlive entries (timing caches), in the cache
+    temp: Path  # scratch for third-party tools, in the entry's workspace; removed after the step
     report: Callable[[str], None] = lambda message: None
     extras: dict[str, Any] = field(default_factory=dict)
-    shared: Path = Path(".qntz/cache/shared")  # caches that outlive entries (timing caches)
-    temp: Path = Path(".qntz/cache/tmp")  # scratch for third-party tools; removed after the step
 
     @property
     def where(self) -> str:
