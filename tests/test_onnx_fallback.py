@@ -50,3 +50,56 @@ def test_an_explicit_exporter_does_not_fall_back(ws):
     assert result.code == 1
     assert "wrote opset 18, not the 17 asked for" in result.err
     assert "exporter: torchscript" in result.err and "Traceback" not in result.err
+
+
+SCRIPT_ONLY = """
+import torch
+from torch import nn
+
+
+class ScriptOnlyFrac(nn.Module):
+    '''timm-style `torch.jit.is_scripting()` branch: scripted, the module uses torch.frac,
+    which the TorchScript exporter cannot write; eager computes the same as fmod(y, 1).'''
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if torch.jit.is_scripting():
+            return torch.frac(y)
+        return torch.fmod(y, 1.0)
+"""
+
+
+def test_a_captured_script_module_that_will_not_export_falls_back_to_eager(ws):
+    """smp's SegFormer: scripted, its graph does not export (rank unknown at a split);
+    `torch.onnx.export` of the eager module works. auto takes that route and says so."""
+    ws.write("frac.py", SCRIPT_ONLY)
+    ws.pipeline(PIPELINE.replace("se:SqueezeExcite", "frac:ScriptOnlyFrac")
+                .replace("{uses: export}", "{uses: script}").replace("EXPORTER", "")
+                .replace("needs: [onnx]", "needs: [capture, onnx]"))
+    result = ws.qntz("run", "pipeline.yaml", "--json")
+    assert result.code == 0, result.err
+    onnx = {s["id"]: s for s in json.loads(result.out)["steps"]}["onnx"]["summary"]
+    assert onnx["exporter"] == "torchscript"
+    assert "aten::frac" in onnx["fallback"]
+    assert onnx["fallback"].endswith("on the captured TorchScript module")
+
+
+SE_FRAC = SE_BLOCK.replace("return y * torch.sigmoid", "return torch.frac(y) * torch.sigmoid")
+
+
+def test_when_both_exporters_fail_the_fix_names_the_opset_dynamo_writes(ws):
+    """diffusers' UNet1DModel: the dynamo exporter writes opset 18 for opset 17, and the
+    TorchScript exporter cannot export the model; `opset: 18` is the fix that works."""
+    ws.write("se.py", SE_FRAC)
+    ws.pipeline(PIPELINE.replace("EXPORTER", ""))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert "aten::frac" in result.err and "dynamo exporter wrote opset 18" in result.err
+    assert "fix: set `opset: 18`" in result.err
+    ws.pipeline(PIPELINE.replace("EXPORTER", "").replace("opset: 17", "opset: 18"))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.err

@@ -387,3 +387,58 @@ def test_a_budget_met_only_by_a_mostly_float_model_says_so(ws):
     assert chosen["candidates_float"] > 13 // 2, int8["budget_search"]
     assert "is met only with" in int8["warnings"][0] and "FP16 drops" in int8["warnings"][0]
     assert "warning: max_drop 1e-05 is met only with" in result.out
+
+
+def tied_onnx(path) -> None:
+    """Gemm biases and an Add reading one initializer, as exporters write equal constants
+    (timm's LeViT: fresh BatchNorm weights and zero biases under one name)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+               for name, shape in (("w1", (16, 8)), ("w2", (16, 16)), ("w3", (4, 16)))]
+    shared = numpy_helper.from_array(np.full(16, 0.5, np.float32), "shared")
+    nodes = [helper.make_node("Gemm", ["x", "w1", "shared"], ["a"], name="g1", transB=1),
+             helper.make_node("Relu", ["a"], ["ar"], name="r1"),
+             helper.make_node("Add", ["ar", "shared"], ["b"], name="add"),
+             helper.make_node("Gemm", ["b", "w2", "shared"], ["c"], name="g2", transB=1),
+             helper.make_node("Relu", ["c"], ["cr"], name="r2"),
+             helper.make_node("Gemm", ["cr", "w3"], ["y"], name="g3", transB=1)]
+    graph = helper.make_graph(
+        nodes, "tied", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], [*weights, shared])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+TIED = """qntz: 1
+name: t
+model: {onnx: tied.onnx}
+inputs:
+  x: {shape: [batch, 8], dynamic: {batch: [1, 2, 4]}, range: [0.0, 1.0]}
+steps:
+  int8: {uses: quantize}
+  compare: {needs: [int8], tolerances: {int8: {metric: cosine, threshold: 0.9}}}
+"""
+
+
+def test_an_initializer_shared_by_a_bias_and_another_op_is_untied(ws):
+    """ONNX Runtime's quantizer wrote `shared` as int32 (bias) and uint8 (Add input): a
+    model it cannot load, and a traceback."""
+    tied_onnx(ws.root / "tied.onnx")
+    ws.pipeline(TIED)
+    run_ok(ws)
+    assert summary(ws, "int8")["coverage"]["quantized_nodes"] == 3
+
+
+def test_a_quantized_model_onnxruntime_cannot_load_is_one_line(ws, monkeypatch):
+    import qntz.quantize.ort_tools as ort_tools
+
+    monkeypatch.setattr(ort_tools, "untie_weights", lambda path: 0)
+    tied_onnx(ws.root / "tied.onnx")
+    ws.pipeline(TIED)
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert "ONNX Runtime cannot load the model its quantizer wrote" in result.err
+    assert "exclude_nodes" in result.err

@@ -61,14 +61,18 @@ class OnnxExport(Step):
         path = ctx.out / "model.onnx"
         problem = _export_checked(ctx, source, exporter, path)
         fallback = None
-        if problem and ctx.params["exporter"] == "auto" and exporter == "dynamo":
-            fallback = f"the dynamo exporter {problem[0]}"
+        from_eager = exporter == "torchscript" and "model" in source.provides
+        if problem and ctx.params["exporter"] == "auto" and not from_eager:
+            # the captured graph would not export (dynamo, or a ScriptModule that lost its
+            # shapes): the TorchScript exporter on the eager model, compare judges it
+            fallback = f"the {exporter} exporter {problem[0]}" + (
+                "" if exporter == "dynamo" else " on the captured TorchScript module")
             ctx.report(f"{fallback}; exporting the model with the TorchScript exporter")
             exporter, problem = "torchscript", _export_checked(ctx, None, "torchscript", path)
         if problem:
             raise ctx.fail(f"the {exporter} exporter {problem[0]}" +
                            (f" (after: {fallback})" if fallback else ""),
-                           hint=_hint(exporter)) from problem[1]
+                           hint=_hint(exporter, fallback)) from problem[1]
         summary = {"exporter": exporter, **describe(path)}
         return {**summary, "fallback": fallback} if fallback else summary
 
@@ -116,7 +120,13 @@ def _runtime_rejects(path: Path, inputs: list[str]) -> Problem | None:
     return None
 
 
-def _hint(exporter: str) -> str:
+def _hint(exporter: str, fallback: str | None = None) -> str:
+    import re
+
+    wrote = re.search(r"dynamo exporter wrote opset (\d+)", fallback or "")
+    if wrote:  # the dynamo exporter's model was fine but for its opset
+        return (f"set `opset: {wrote.group(1)}`, the opset the dynamo exporter writes for this "
+                "model; -v shows the exporters' full messages")
     other = "torchscript" if exporter == "dynamo" else "dynamo"
     return (f"try another opset or `exporter: {other}`; run preflight to find the operator, "
             "and -v for the exporter's full message")

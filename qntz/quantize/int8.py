@@ -22,7 +22,7 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
 
     from qntz.core.data import load_dataset
     from qntz.core.scratch import scratch
-    from qntz.quantize.ort_tools import choose_recipe, preprocess
+    from qntz.quantize.ort_tools import choose_recipe, preprocess, untie_weights
     from qntz.runtime.onnxinfo import describe
 
     params = ctx.params
@@ -34,6 +34,7 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
             note = preprocess(source, prepared, work)
         else:
             shutil.copyfile(source, prepared)
+        untie_weights(prepared)
         try:
             recipe = choose_recipe(onnx.load(str(prepared)), params)
         except ValueError as exc:
@@ -216,9 +217,21 @@ def _builder(ctx: StepContext, prepared: Path, recipe: Any, feeds: list, work: P
             from qntz.quantize.bias_correction import correct_biases
 
             bias = correct_biases(target, prepared, feeds)
+        _loads(ctx, target)
         return target, {**coverage, "intended": wanted, "bias": bias}
 
     return build
+
+
+def _loads(ctx: StepContext, path: Path) -> None:
+    from qntz.runtime.ortrun import session
+
+    try:
+        session(path)
+    except Exception as exc:
+        raise ctx.fail(f"ONNX Runtime cannot load the model its quantizer wrote: "
+                       f"{first_line(exc)}", hint="keep the node it names float (exclude_nodes) "
+                       "or its op type (exclude_op_types)") from exc
 
 
 def meet_budget(ctx: StepContext, build: Callable, prepared: Path, quantized: Path,

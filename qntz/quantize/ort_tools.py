@@ -166,6 +166,38 @@ def gemm_to_matmul(path: Path) -> int:
     return changed
 
 
+def untie_weights(path: Path) -> int:
+    """Give each weight or bias of a weighted op its own initializer; returns how many were
+    copied. Exporters share one initializer between equal constants (zero biases, the
+    all-ones weights of fresh BatchNorms: timm's LeViT), and ONNX Runtime's quantizer then
+    writes one name as int32 (a bias) and as int8 (a weight), a model it cannot load."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    copies = 0
+    for node in graph.node:
+        if node.op_type not in (*CONV_LIKE, *MATMUL_LIKE):
+            continue
+        for slot in (1, 2):
+            name = node.input[slot] if len(node.input) > slot else ""
+            if name in initializers and readers[name] > 1:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(initializers[name])
+                copy.name = f"{name}_for_{node.name}_{slot}"
+                graph.initializer.append(copy)
+                node.input[slot], readers[name] = copy.name, readers[name] - 1
+                copies += 1
+    if copies:
+        onnx.save(model, str(path))
+    return copies
+
+
 def preprocess(source: Path, target: Path, scratch: Path) -> str:
     """ORT's pre-processing; symbolic shape inference fails on many BERT-style graphs.
 
