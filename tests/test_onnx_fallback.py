@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import onnx
+
 SE_BLOCK = """
 import torch
 from torch import nn
@@ -103,3 +105,49 @@ def test_when_both_exporters_fail_the_fix_names_the_opset_dynamo_writes(ws):
     ws.pipeline(PIPELINE.replace("EXPORTER", "").replace("opset: 17", "opset: 18"))
     result = ws.qntz("run", "pipeline.yaml")
     assert result.code == 0, result.err
+
+
+GATED = """
+import torch
+
+
+class GatedLinear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 16)
+
+    def forward(self, x, scale: float = 1.0):
+        a, b = self.lin(x).chunk(2, dim=-1)
+        return a * torch.sigmoid(b) * scale
+"""
+GATED_PIPELINE = """qntz: 1
+name: gated
+model: {factory: gated:GatedLinear}
+inputs:
+  x: {shape: [batch, 8], dynamic: {batch: [1, 2, 4]}, range: [-1.0, 1.0]}
+steps:
+"""
+
+
+def test_a_defaulted_parameter_is_not_an_onnx_input(ws):
+    """The TorchScript exporter passes forward's unpassed defaults along: `scale: float =
+    1.0` became an input `onnx::Cast_1` (diffusers' ControlNet: `conditioning_scale`)."""
+    ws.write("gated.py", GATED)
+    ws.pipeline(GATED_PIPELINE + "  onnx: {opset: 18, exporter: torchscript}\n"
+                "  compare: {needs: [onnx]}\n")
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.err
+    model = onnx.load(str(ws.root / "out" / "gated" / "onnx" / "model.onnx"))
+    assert [i.name for i in model.graph.input] == ["x"]
+
+
+def test_preflight_and_onnx_agree_when_dynamo_writes_a_split_onnxruntime_rejects(ws):
+    """dynamo writes Split's opset-18 `num_outputs` at opset 17; both preflight's check and
+    the onnx step fall back to the TorchScript exporter, and the run passes."""
+    ws.write("gated.py", GATED)
+    ws.pipeline(GATED_PIPELINE + "  preflight: {}\n  capture: {uses: auto}\n"
+                "  onnx: {opset: 17}\n  compare: {needs: [capture, onnx]}\n")
+    result = ws.qntz("run", "pipeline.yaml", "--json")
+    assert result.code == 0, result.err
+    steps = {s["id"]: s for s in json.loads(result.out)["steps"]}
+    assert "num_outputs" in steps["onnx"]["summary"]["fallback"]

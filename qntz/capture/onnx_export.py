@@ -168,12 +168,42 @@ def _export(ctx: StepContext, source: Any, exporter: str, path: Path) -> None:
     dynamic = ctx.params["dynamic"]
     if exporter == "torchscript":
         axes = {n: s.dynamic_axes for n, s in inputs.items() if s.dynamic_axes} if dynamic else None
-        torch.onnx.export(model, args, str(path), dynamo=False, dynamic_axes=axes, **common)
+        torch.onnx.export(without_defaults(model, args, kwargs), args, str(path), dynamo=False,
+                          dynamic_axes=axes, **common)
     else:
         is_program = hasattr(model, "graph_signature")
         shapes = dynamic_shapes(inputs, model) if dynamic and not is_program else None
         torch.onnx.export(model, args, str(path), dynamo=True, dynamic_shapes=shapes,
                           external_data=False, verbose=False, **common)
+
+
+def without_defaults(model: Any, args: tuple, kwargs: dict) -> Any:
+    """The same module (its very attributes) whose forward declares no default it is not
+    given.
+
+    The TorchScript exporter appends the defaults of forward's parameters that were not
+    passed to the call it traces, so a `scale: float = 1.0` became an ONNX input named
+    `onnx::Cast_1` (diffusers' ControlNet: `conditioning_scale`). Left out, the trace bakes
+    the default in, as eager computes it."""
+    import inspect
+
+    import torch
+
+    if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        return model
+    kind = type(model)
+    signature = inspect.signature(kind.forward)
+    first, *rest = signature.parameters.values()
+    kept = [p for i, p in enumerate(rest)
+            if p.default is p.empty or i < len(args) or p.name in kwargs]
+
+    def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return kind.forward(self, *args, **kwargs)
+
+    forward.__signature__ = signature.replace(parameters=[first, *kept])  # type: ignore
+    bound = object.__new__(type(kind.__name__, (kind,), {"forward": forward}))
+    bound.__dict__ = model.__dict__
+    return bound
 
 
 def _names_from(source: Any, count: int) -> list[str] | None:

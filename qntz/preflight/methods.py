@@ -140,17 +140,17 @@ def try_onnx(checks: Checks) -> None:
     method = next((m for m in order if m in checks.captured), None)
     if method is None:
         return
-    tries = [("dynamo", checks.captured[method])] if method == "export" else []
-    tries.append(("torchscript", checks.model if method == "export" else checks.captured[method]))
+    first = "dynamo" if method == "export" else "torchscript"
+    tries = [(first, checks.captured[method]), ("torchscript", checks.model)]
     failures: list[Exception | str] = []
     for exporter, model in tries:
         problem = _onnx_problem(checks, model, exporter)
         if problem is None:
             checks.verdicts["onnx"] = "ok"
             if failures:
-                checks.details["onnx"] = (f"the dynamo exporter {_text(failures[0])}; the "
-                                          "TorchScript exporter's model is right (what "
-                                          "`exporter: auto` does)")
+                checks.details["onnx"] = (f"the {first} exporter {_text(failures[0])}; the "
+                                          "TorchScript exporter's model of the eager module "
+                                          "is right (what `exporter: auto` does)")
             return
         failures.append(problem)
     _onnx_fails(checks, failures[0])
@@ -161,13 +161,15 @@ def _onnx_problem(checks: Checks, model: Any, exporter: str) -> Exception | str 
     buffer in the current folder."""
     import torch
 
-    from qntz.capture.onnx_export import EXPORTER_LOGGERS
+    from qntz.capture.onnx_export import EXPORTER_LOGGERS, without_defaults
     from qntz.runtime.torchio import export_call
 
     sink = checks.scratch / f"preflight-{exporter}.onnx"
     try:
         example = capture_example(checks.inputs)
         args, kwargs, names = export_call(example, checks.inputs, model)
+        if exporter == "torchscript":
+            model = without_defaults(model, args, kwargs)
         with quiet(*EXPORTER_LOGGERS, stderr=True):
             torch.onnx.export(model, args, str(sink), kwargs=kwargs, input_names=names,
                               opset_version=checks.opset, dynamo=exporter == "dynamo")
