@@ -170,3 +170,42 @@ def test_finding_the_real_test_contradicts_is_a_warning_that_says_so(ws):
     """, shape=VECTOR[0], dynamic=VECTOR[1]), "auto.yaml")
     result = ws.qntz("run", "auto.yaml")  # fail_on judges the method auto uses: export
     assert result.code == 0, result.err
+
+
+DECORATED = """
+import functools
+
+import torch
+
+
+def logged(fn):
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        return fn(self, *args, **kwargs)
+    return wrapper
+"""
+DECORATED_MODEL = """
+import torch
+
+from deco import logged
+
+
+class DictOut(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    @logged
+    def forward(self, x):
+        return {"y": self.conv(x)}
+"""
+
+
+def test_a_decorated_forward_is_located_at_the_model_not_the_decorator(ws):
+    ws.write("deco.py", DECORATED)
+    ws.write("dictout.py", DECORATED_MODEL)
+    ws.pipeline(pipeline_text("dictout:DictOut", "preflight: {}"))
+    assert ws.qntz("run", "pipeline.yaml").code == 0
+    found = json.loads((ws.root / "out" / "t" / "preflight" / "report.json").read_text())
+    found = next(f for f in found["findings"] if f["rule"] == "trace-fails")
+    assert found["file"].endswith("dictout.py"), found

@@ -170,7 +170,7 @@ def _library_place(filename: str, line: int) -> str:
 def definition_line(model: Any) -> tuple[str | None, int | None]:
     """Where the model's forward is defined: the place of findings with no better line."""
     try:
-        forward = type(model).forward
+        forward = inspect.unwrap(type(model).forward)  # a decorator's wrapper is not the model
         return inspect.getsourcefile(forward), inspect.getsourcelines(forward)[1]
     except (TypeError, OSError):
         return None, None
