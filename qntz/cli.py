@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.markup import escape
 
+import qntz.core.progress as progress
 from qntz import __version__
 from qntz import cli_inspect as inspect
 from qntz.core.errors import PipelineError, QntzError
@@ -97,23 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def consoles() -> tuple[Any, Any]:
-    """stdout and stderr consoles; NO_COLOR (any value) turns off every style, not only
-    colour. Bound to this stdout: a step silencing a library's prints must not silence qntz."""
-    from rich.console import Console
-
-    plain = {"color_system": None} if os.environ.get("NO_COLOR") else {}
-    out = Console(file=sys.stdout, highlight=False, **plain)
-    if not out.is_terminal:
-        out = Console(file=sys.stdout, highlight=False, width=120, **plain)
-    return out, Console(file=sys.stderr, highlight=False, **plain)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.verbose = getattr(args, "verbose", False)
     args.json = getattr(args, "json", False)
-    console, errors = consoles()
+    console, errors = progress.consoles()
     args.errors = errors
     try:
         return COMMANDS[args.command](args, console)

@@ -151,3 +151,30 @@ def test_preflight_and_onnx_agree_when_dynamo_writes_a_split_onnxruntime_rejects
     assert result.code == 0, result.err
     steps = {s["id"]: s for s in json.loads(result.out)["steps"]}
     assert "num_outputs" in steps["onnx"]["summary"]["fallback"]
+
+
+SPECTRUM = """
+import torch
+
+
+class Spectrum(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(16, 8)
+
+    def forward(self, x):
+        return torch.fft.rfft(self.lin(x)).abs()
+"""
+
+
+def test_the_exporters_c_level_dump_stays_off_the_terminal(ws):
+    """The TorchScript exporter writes its whole IR graph to file descriptor 1 when it
+    fails; the terminal gets qntz's one line, and its progress lines still."""
+    ws.write("spectrum.py", SPECTRUM)
+    ws.pipeline("qntz: 1\nname: s\nmodel: {factory: spectrum:Spectrum}\ninputs:\n"
+                "  x: {shape: [batch, 16], dynamic: {batch: [1, 2, 4]}}\n"
+                "steps:\n  onnx: {opset: 17, exporter: torchscript}\n")
+    result = ws.qntz_subprocess("run", "pipeline.yaml")
+    assert result.code == 1
+    assert "Torch IR graph" not in result.out + result.err
+    assert "aten::fft_rfft" in result.err and "✓ load" in result.out

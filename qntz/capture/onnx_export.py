@@ -90,7 +90,7 @@ def _export_checked(ctx: StepContext, source: Any, exporter: str, path: Path
     from qntz.runtime.onnxinfo import describe
 
     try:
-        with quiet(*EXPORTER_LOGGERS), scratch(ctx, "onnx-"):
+        with quiet(*EXPORTER_LOGGERS, fds=True), scratch(ctx, "onnx-"):
             _export(ctx, source, exporter, path)
         portable_onnx(path, ctx.pipeline.root)
         onnx.checker.check_model(str(path), full_check=False)
@@ -201,7 +201,9 @@ def without_defaults(model: Any, args: tuple, kwargs: dict) -> Any:
         return kind.forward(self, *args, **kwargs)
 
     forward.__signature__ = signature.replace(parameters=[first, *kept])  # type: ignore
-    bound = object.__new__(type(kind.__name__, (kind,), {"forward": forward}))
+    view = type(kind.__name__, (kind,), {"forward": forward, "__module__": kind.__module__,
+                                         "__qualname__": kind.__qualname__})
+    bound = object.__new__(view)
     bound.__dict__ = model.__dict__
     return bound
 

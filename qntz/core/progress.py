@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -95,3 +97,19 @@ class ConsoleReporter:
         with self._lock:
             self._tasks.clear()
             self._stop()
+
+
+def consoles() -> tuple[Any, Any]:
+    """stdout and stderr consoles; NO_COLOR (any value) turns off every style, not only
+    colour. Each writes to its own copy of the stream: a step silencing a library's prints,
+    at the file-descriptor level too, must not silence qntz."""
+    from rich.console import Console
+
+    from qntz.core.quiet import own_stream
+
+    plain = {"color_system": None} if os.environ.get("NO_COLOR") else {}
+    stdout, stderr = own_stream(sys.stdout), own_stream(sys.stderr)
+    out = Console(file=stdout, highlight=False, **plain)
+    if not out.is_terminal:
+        out = Console(file=stdout, highlight=False, width=120, **plain)
+    return out, Console(file=stderr, highlight=False, **plain)

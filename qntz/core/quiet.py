@@ -26,9 +26,14 @@ def recorded_warnings() -> Iterator[list[warnings.WarningMessage]]:
 
 
 @contextlib.contextmanager
-def quiet(*loggers: str, stderr: bool = False) -> Iterator[list[warnings.WarningMessage]]:
-    """Warnings recorded, the named loggers ("" is the root) at ERROR, stdout swallowed."""
-    held = [*(f"logger:{name}" for name in loggers), "stdout", *(["stderr"] if stderr else [])]
+def quiet(*loggers: str, stderr: bool = False, fds: bool = False
+          ) -> Iterator[list[warnings.WarningMessage]]:
+    """Warnings recorded, the named loggers ("" is the root) at ERROR, stdout swallowed;
+    with `fds`, whatever C code writes to file descriptors 1 and 2 too (the TorchScript
+    exporter dumps its whole IR graph there when it fails). The CLI's consoles write to
+    their own copies of those descriptors, so qntz's progress is not swallowed."""
+    held = [*(f"logger:{name}" for name in loggers), "stdout", *(["stderr"] if stderr else []),
+            *(["fd:1", "fd:2"] if fds else [])]
     for name in held:
         _hold(name)
     try:
@@ -64,6 +69,13 @@ def _release(name: str) -> None:
 
 
 def _silence(name: str) -> object:
+    if name.startswith("fd:"):
+        fd = int(name.removeprefix("fd:"))
+        _flush_c_streams()
+        saved, sink = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(sink, fd)
+        os.close(sink)
+        return saved
     if name.startswith("logger:"):
         logger = logging.getLogger(name.removeprefix("logger:") or None)
         level = logger.level
@@ -75,10 +87,38 @@ def _silence(name: str) -> object:
 
 
 def _restore(name: str, saved: object) -> None:
+    if name.startswith("fd:"):
+        _flush_c_streams()
+        os.dup2(saved, int(name.removeprefix("fd:")))  # type: ignore[arg-type]
+        os.close(saved)  # type: ignore[arg-type]
+        return
     if name.startswith("logger:"):
         logging.getLogger(name.removeprefix("logger:") or None).setLevel(saved)  # type: ignore
     else:
         setattr(sys, name, saved)
+
+
+def _flush_c_streams() -> None:
+    """C's buffered stdio (and C++'s streams, synced with it) written out now, so it lands
+    where the descriptor pointed when it was written."""
+    import ctypes
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).fflush(None)
+
+
+def own_stream(stream: object) -> object:
+    """A stream on a copy of `stream`'s file descriptor (the same terminal or pipe), which
+    `quiet(fds=True)` does not redirect; `stream` itself when it has no descriptor."""
+    try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return stream
+    stream.flush()  # type: ignore[attr-defined]
+    return os.fdopen(os.dup(fd), "w", buffering=1, encoding=getattr(stream, "encoding", None),
+                     errors="replace")
 
 
 # ONNX Runtime's telemetry writes a session file into $TMPDIR and a database under ~/.cache

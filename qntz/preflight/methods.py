@@ -170,7 +170,7 @@ def _onnx_problem(checks: Checks, model: Any, exporter: str) -> Exception | str 
         args, kwargs, names = export_call(example, checks.inputs, model)
         if exporter == "torchscript":
             model = without_defaults(model, args, kwargs)
-        with quiet(*EXPORTER_LOGGERS, stderr=True):
+        with quiet(*EXPORTER_LOGGERS, stderr=True, fds=True):
             torch.onnx.export(model, args, str(sink), kwargs=kwargs, input_names=names,
                               opset_version=checks.opset, dynamo=exporter == "dynamo")
     except Exception as exc:
