@@ -62,3 +62,31 @@ def test_a_range_that_breaks_its_own_rule_is_refused(ws):
     result = ws.qntz("validate", "pipeline.yaml")
     assert result.code == 2
     assert "must be a multiple of 3, but its range [8, 16, 32] has 8" in result.err
+
+
+SPACE_TO_DEPTH = """
+import torch
+
+
+class SpaceToDepth(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 8, 3, padding=1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        y = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+        return self.conv(y.reshape(b, c * 4, h // 2, w // 2))
+"""
+
+
+def test_multiple_of_reaches_torch_export(ws):
+    """A reshape by h // 2 exports only with the size declared a multiple: preflight
+    reported a false export-dynamic-dim error (timm's ViT with dynamic_img_size, SegFormer)
+    and chose another method."""
+    ws.write("unet.py", SPACE_TO_DEPTH.replace("SpaceToDepth", "TinyUNet"))
+    ws.pipeline(PIPELINE.replace("RULE", "\n    multiple_of: {size: 4}"))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.err
+    assert "captured with export" in result.out
+    assert "export ok" in result.out

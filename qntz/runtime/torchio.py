@@ -172,18 +172,23 @@ def _unique(names: list[str]) -> list[str]:
 
 def dynamic_shapes(inputs: dict[str, InputSpec], model: Any = None
                    ) -> tuple[dict[int, Any] | None, ...] | dict[str, Any]:
-    """torch.export dynamic_shapes from the `inputs` section: one Dim per named dimension.
-    A dict by forward's parameter names when some inputs go by keyword."""
+    """torch.export dynamic_shapes from the `inputs` section: one Dim per named dimension,
+    `N * Dim` for a dim declared `multiple_of: {dim: N}` (a model that reshapes by it is
+    exportable only so). A dict by forward's parameter names when some inputs go by
+    keyword."""
     from torch.export import Dim
 
     dims: dict[str, Any] = {}
     shapes: dict[str, dict[int, Any] | None] = {}
+    steps = {d: n for spec in inputs.values() for d, n in spec.multiple_of.items()}
     for name, spec in inputs.items():
         axes = {}
         for axis, dim in spec.dynamic_axes.items():
             low, _, high = spec.dims[dim]
             if dim not in dims:
-                dims[dim] = Dim(dim, min=low, max=high)
+                step = steps.get(dim, 1)
+                dims[dim] = Dim(dim, min=low, max=high) if step == 1 else \
+                    step * Dim(f"{dim}_over_{step}", min=-(-low // step), max=high // step)
             axes[axis] = dims[dim]
         shapes[name] = axes or None
     params = parameter_names(model)
