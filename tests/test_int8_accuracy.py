@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +97,26 @@ def test_a_node_kept_float_stays_float_under_onnxruntime_optimizations(ws):
     floats = {t.name for t in optimized.initializer if t.data_type == onnx.TensorProto.FLOAT}
     node = next(n for n in optimized.node if n.name == depthwise)
     assert node.input[1] in floats, "ONNX Runtime quantized the weight of a float node"
+
+
+def test_bias_correction_that_cannot_run_leaves_the_model_uncorrected(ws, monkeypatch):
+    """diffusers' ControlNet at opset 18: the probe model bias correction builds defined a
+    name twice and the run ended in a traceback. Correction improves accuracy; the step's
+    own checks still judge the model without it."""
+    import qntz.quantize.bias_correction as bias_correction
+    from conftest import pipeline_text
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Duplicate definition of name (val_498)")
+
+    monkeypatch.setattr(bias_correction, "mean_inputs", broken)
+    rng = np.random.default_rng(0)
+    np.savez(ws.root / "calib.npz", x=rng.uniform(0, 1, (16, 3, 16, 16)).astype(np.float32))
+    ws.pipeline(pipeline_text("models.clean:MobileBlock", "capture: {uses: trace}\nonnx: {}\n"
+                              "int8: {uses: quantize, data: calib}",
+                              extra="data:\n  calib: {from: npz, path: calib.npz}\n"))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.err
+    summary = json.loads((ws.root / "out" / "t" / "int8" / "quantize.json").read_text())
+    assert summary["bias_correction"] == {"layers": 0,
+                                          "skipped": "Duplicate definition of name (val_498)"}

@@ -216,7 +216,10 @@ def _builder(ctx: StepContext, prepared: Path, recipe: Any, feeds: list, work: P
         if variant.mode == "static" and variant.quantize_bias and ctx.params["bias_correction"]:
             from qntz.quantize.bias_correction import correct_biases
 
-            bias = correct_biases(target, prepared, feeds)
+            try:  # an improvement of accuracy: a model it cannot handle goes uncorrected
+                bias = correct_biases(target, prepared, feeds)
+            except Exception as exc:
+                bias = {"layers": 0, "skipped": first_line(exc)}
         _loads(ctx, target)
         return target, {**coverage, "intended": wanted, "bias": bias}
 
