@@ -167,3 +167,16 @@ def test_flushed_subnormals_are_zero_on_both_sides():
         stat = OutputStats("tiny", None, None, metric=metric)
         stat.add("flushed", np.zeros_like(want), want)
         assert stat and stat.cosine_min == 1.0, stat.verdict()
+
+
+def test_the_simplify_check_judges_like_compare():
+    """UNet1D on a constant input: float32 rounding itself moves the output by 7e-4, and
+    the simplified model (closer to float64 than its input) failed a plain allclose."""
+    from qntz.capture.simplify import _agree
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2, 64)).astype(np.float32)
+    assert _agree(a, a + np.float32(5e-4), 1e-5, 1e-4)  # rounding-sized, within 1e-3 of RMS
+    assert not _agree(a, a + np.float32(0.05), 1e-5, 1e-4)  # a wrong graph
+    assert not _agree(a, a[:1], 1e-5, 1e-4)
+    assert not _agree(a, np.full_like(a, np.nan), 1e-5, 1e-4)

@@ -63,6 +63,25 @@ def _simplify(model: Any, backend: str) -> Any:
     return simplified
 
 
+SCALE = 1e-3  # compare's `auto` rule: an error within this share of the output's RMS
+
+
+def _agree(a: Any, b: Any, atol: float, rtol: float) -> bool:
+    """allclose, or (an ill-conditioned input, where float32 rounding itself moves the
+    result: UNet1D on a constant input) a max error within SCALE of the output's RMS."""
+    import numpy as np
+
+    if a.shape != b.shape:
+        return False
+    if np.allclose(b, a, atol, rtol, equal_nan=True) or not a.size:
+        return True
+    if not np.issubdtype(a.dtype, np.floating):
+        return False
+    wide = a.astype(np.float64)
+    rms = float(np.sqrt(np.mean(np.square(wide))))
+    return bool(np.isfinite(b).all()) and float(np.max(np.abs(wide - b))) <= SCALE * rms
+
+
 def _check(ctx: StepContext, before: Any, after: Any) -> float:
     """Largest difference between the graphs on random inputs of several sizes."""
     import numpy as np
@@ -77,12 +96,12 @@ def _check(ctx: StepContext, before: Any, after: Any) -> float:
     worst = 0.0
     for label, feed in evaluation_samples(ctx.pipeline.inputs, 1, seed=7)[:runs]:
         for a, b in zip(run(old, feed), run(new, feed)):
-            if a.shape != b.shape or not np.allclose(b, a, ctx.params["atol"], ctx.params["rtol"],
-                                                     equal_nan=True):
+            if not _agree(a, b, ctx.params["atol"], ctx.params["rtol"]):
                 diff = float(np.max(np.abs(a.astype(np.float64) - b))) if a.shape == b.shape \
                     else float("inf")
                 raise ctx.fail(f"the simplified model differs from its input on {label} "
-                               f"(max abs {diff:.3g})",
+                               f"(max abs {diff:.3g}, beyond atol {ctx.params['atol']:g} / rtol "
+                               f"{ctx.params['rtol']:g} and {SCALE:g} of the output's RMS)",
                                hint="try the other backend, or drop this step")
             if a.size:
                 worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b))))
