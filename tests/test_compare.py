@@ -172,6 +172,8 @@ def test_flushed_subnormals_are_zero_on_both_sides():
 def test_the_simplify_check_judges_like_compare():
     """UNet1D on a constant input: float32 rounding itself moves the output by 7e-4, and
     the simplified model (closer to float64 than its input) failed a plain allclose."""
+    import numpy as np
+
     from qntz.capture.simplify import _agree
 
     rng = np.random.default_rng(0)
