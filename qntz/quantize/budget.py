@@ -7,7 +7,8 @@ the node's output range, and a node kept float while its activation stays quanti
 raw, wide output quantized, which is worse than quantizing the node. Each candidate's
 sensitivity is measured end to end: the model rebuilt with only that candidate float (the
 calibrated ranges are cached, so a rebuild does not calibrate again), scored by the mean
-cosine against the float model on the calibration data. Every candidate is ranked; those
+cosine against the float model on the calibration data (beyond MOST_UNITS candidates,
+neighbours in graph order are ranked together). Every candidate is ranked; those
 whose float alone does not lower the error come last. Cosine, not top-1, ranks: on a few
 dozen rows most single nodes change no arg-max. Then the count of top-ranked candidates kept
 float is searched: 1, 2, 4, ... until a count meets the budget, then bisection between the
@@ -31,6 +32,7 @@ import numpy as np
 from qntz.core.step import StepContext
 
 LATENCY_RUNS = 10
+MOST_UNITS = 64  # candidates ranked one by one; more are ranked in runs of neighbours
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh")
 
 
@@ -48,6 +50,14 @@ def candidates(reference: Any, quantized: Any) -> list[list[str]]:
                           if r.op_type in ACTIVATIONS)]
             for node in reference.graph.node
             if node.name in touched and node.op_type not in ACTIVATIONS]
+
+
+def grouped(units: list[list[str]], most: int = MOST_UNITS) -> list[list[str]]:
+    """At most `most` units: neighbours in graph order merged into runs of equal length (a
+    diffusion UNet has hundreds of candidates, and each costs a build to rank)."""
+    size = -(-len(units) // most)
+    return [[name for unit in units[i:i + size] for name in unit]
+            for i in range(0, len(units), size)] if size > 1 else units
 
 
 def sensitivities(build: Callable, score: Callable[[Path], float], units: list[list[str]],
@@ -100,8 +110,8 @@ def search(ctx: StepContext, build: Callable, prepared: Path, quantized: Path, f
 
     metric, budget = ctx.params["metric"], ctx.params["max_drop"]
     expected = outputs(prepared, feeds)
-    units = candidates(onnx.load(str(prepared), load_external_data=False),
-                       onnx.load(str(quantized), load_external_data=False))
+    units = grouped(candidates(onnx.load(str(prepared), load_external_data=False),
+                               onnx.load(str(quantized), load_external_data=False)))
     score = lambda p: measure(prepared, p, feeds, expected)["cosine"]["drop"]  # noqa: E731
     ranked = sensitivities(build, score, units, ctx.report)
     top = _most_float(ranked, intended)
