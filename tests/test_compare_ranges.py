@@ -146,3 +146,18 @@ def test_noise_reaches_normalization_statistics_and_leaves_index_arithmetic_alon
     # a constant input gives the norm zero variance: its statistics' rounding is amplified
     # by 1/sqrt(eps) (per-result noise alone moves this output by about 1e-5)
     assert float((rounded - clean).abs().max()) > 1e-4
+
+
+def test_noise_never_turns_an_attention_mask_at_the_dtype_minimum_into_nan():
+    """(1 - mask) * finfo.min under relative noise may overflow to -inf; -inf plus its
+    own noise made NaN: the rounding rule had nothing to measure on the encoder example."""
+    import torch
+
+    from qntz.compare.rounding_noise import relative_noise
+
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    scores = torch.tensor([[0.5, -0.2, 0.3, 0.1]])
+    with torch.inference_mode(), relative_noise(0.01, 0):
+        bias = (1.0 - mask) * torch.finfo(torch.float32).min
+        weights = torch.softmax(scores + bias, dim=-1)
+    assert not torch.isnan(bias).any() and not torch.isnan(weights).any()

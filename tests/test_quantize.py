@@ -412,7 +412,7 @@ def tied_onnx(path) -> None:
     onnx.save(model, str(path))
 
 
-TIED = """qntz: 1
+SHARED_PIPELINE = """qntz: 1
 name: t
 model: {onnx: tied.onnx}
 inputs:
@@ -427,7 +427,7 @@ def test_an_initializer_shared_by_a_bias_and_another_op_is_untied(ws):
     """ONNX Runtime's quantizer wrote `shared` as int32 (bias) and uint8 (Add input): a
     model it cannot load, and a traceback."""
     tied_onnx(ws.root / "tied.onnx")
-    ws.pipeline(TIED)
+    ws.pipeline(SHARED_PIPELINE)
     run_ok(ws)
     assert summary(ws, "int8")["coverage"]["quantized_nodes"] == 3
 
@@ -437,7 +437,7 @@ def test_a_quantized_model_onnxruntime_cannot_load_is_one_line(ws, monkeypatch):
 
     monkeypatch.setattr(ort_tools, "untie_weights", lambda path: 0)
     tied_onnx(ws.root / "tied.onnx")
-    ws.pipeline(TIED)
+    ws.pipeline(SHARED_PIPELINE)
     result = ws.qntz("run", "pipeline.yaml")
     assert result.code == 1 and "Traceback" not in result.err
     assert "ONNX Runtime cannot load the model its quantizer wrote" in result.err

@@ -53,7 +53,10 @@ def relative_noise(level: float, seed: int) -> Any:
             for t in out if isinstance(out, (tuple, list)) else (out,):
                 if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
                     noise = torch.rand(t.shape, generator=gen, dtype=torch.float64)
-                    t.add_((t * ((2 * noise - 1) * level)).to(t.dtype))
+                    moved = t + (t * ((2 * noise - 1) * level)).to(t.dtype)
+                    # no value leaves the finite range, nor turns -inf + inf into NaN (an
+                    # attention mask at the dtype's minimum)
+                    t.copy_(torch.where(torch.isfinite(moved), moved, t))
             return out
 
     return RelativeNoise()
