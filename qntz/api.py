@@ -54,9 +54,11 @@ def schema() -> dict[str, Any]:
 
 
 def cache(action: str, console: Any = None, dry_run: bool = False) -> Any:
-    """The project cache (of the current folder's project): `dir` gives its path; `verify`,
-    `gc` and `clear` print what they do on `console` (a rich Console) and return the exit
-    code (verify, gc) or the number of entries removed (clear)."""
+    """The project cache (of the current folder's project): `dir` gives its path; `verify`
+    and `gc` print what they do on `console` (a rich Console) and return the exit code;
+    `clear` returns (entries removed, entries kept because a running qntz uses them). `gc`
+    and `clear` act only on a folder qntz created (it carries a marker), remove only
+    qntz's own names in it, and leave what a live run uses."""
     from qntz.core import cache_admin
     from qntz.core.workspace import Workspace
 
@@ -115,12 +117,16 @@ def run_all(files: list[str | Path], executor: str = "local", address: str | Non
 def push(pipeline: str | Path | Any) -> dict[str, str]:
     """Upload every step the lock file records and the local cache holds; per step what
     happened (pushed, already there, not in the local cache)."""
+    from qntz.core.cache import is_key
     from qntz.core.remote import Remote
 
     current = session(pipeline)
     remote = _remote(current)
     done: dict[str, str] = {}
     for sid, step in current.read_lock()["steps"].items():
+        if not is_key(step["key"]):  # a key becomes a path: only a real one does
+            done[sid] = MALFORMED
+            continue
         artifact, _ = current.cache.lookup(sid, step["key"], strict=True)
         if artifact is None:
             done[sid] = "not in the local cache"
@@ -132,12 +138,17 @@ def push(pipeline: str | Path | Any) -> dict[str, str]:
 def pull(pipeline: str | Path | Any, steps: list[str] | None = None) -> dict[str, str]:
     """Download the entries the lock file records (or those of `steps`) that the local cache
     lacks, each checked against its digests."""
+    from qntz.core.cache import is_key
+
     current = session(pipeline)
     _check_steps(current.pipeline, steps)
     remote = _remote(current)
     done: dict[str, str] = {}
     for sid, step in current.read_lock()["steps"].items():
         if steps and sid not in steps:
+            continue
+        if not is_key(step["key"]):  # a key becomes a path: only a real one does
+            done[sid] = MALFORMED
             continue
         if current.cache.lookup(sid, step["key"])[0] is not None:
             done[sid] = "already here"
@@ -149,7 +160,11 @@ def pull(pipeline: str | Path | Any, steps: list[str] | None = None) -> dict[str
     return done
 
 
+MALFORMED = "skipped: its key in the lock file is malformed (run the pipeline to rewrite it)"
+
+
 def _remote(current: Any) -> Any:
+    """The configured remote, opened; QntzError (naming it, redacted) when it cannot be."""
     from qntz.core.remote import Remote, RemoteUnavailable
 
     if current.remote.url is None:
@@ -159,8 +174,8 @@ def _remote(current: Any) -> Any:
     try:
         return Remote(current.remote.url)
     except RemoteUnavailable as exc:
-        raise QntzError(str(exc), hint="check the URL and that fsspec's backend for it is "
-                        "installed") from exc
+        raise QntzError(str(exc), hint="check the URL, that the remote is up and reachable "
+                        "from here, and that fsspec's backend for it is installed") from exc
 
 
 def _guarded(function: Any, *args: Any) -> Any:

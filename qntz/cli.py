@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the content cache: dir, verify, gc, clear")
     cache.add_argument("action", choices=["dir", "verify", "gc", "clear"])
     cache.add_argument("--dry-run", action="store_true", help="gc: only say what it would remove")
+    cache.add_argument("--yes", "-y", action="store_true",
+                       help="clear: do not ask for confirmation on a terminal")
     inspect.add_parsers(sub, plain, with_json)
     init = sub.add_parser("init", parents=plain,
                           help="write a starter pipeline for a model factory, inputs guessed")
@@ -112,11 +114,21 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"ok": False, "error": error_dict(exc)}, indent=1))
         return exc.exit_code
     except KeyboardInterrupt:
-        errors.print("interrupted")
+        errors.print("[red]error:[/] interrupted; what was being built is discarded "
+                     "(its temporary folder goes at the next run or `qntz cache gc`)")
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `qntz schema | head`: the reader left; so do we, quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except Exception as exc:  # a bug: still one line, the traceback with -v
+        from qntz.core.errors import first_line
+
+        error = QntzError(f"unexpected error: {type(exc).__name__}: {first_line(exc, 200)}",
+                          hint="run with -v for the traceback; if it is in qntz, please "
+                          "report it")
+        error.__cause__ = exc
+        report_error(errors, error, args.verbose)
+        return EXIT_FAILED
 
 
 def report_error(errors: Any, exc: BaseException, verbose: bool) -> None:
@@ -137,7 +149,7 @@ def _causes(exc: BaseException, verbose: bool) -> str:
     cause = exc.__cause__
     while cause is not None and verbose:
         texts.append(f"{type(cause).__name__}: {' '.join(str(cause).split())}")
-        cause = cause.__cause__ or cause.__context__
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
     if not verbose and cause is not None and not isinstance(cause, QntzError):
         text = f"{type(cause).__name__}: {first_line(cause)}"
         if first_line(cause) not in str(exc):
@@ -365,10 +377,22 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
         return EXIT_OK
     if args.action in ("verify", "gc"):
         return api.cache(args.action, console, args.dry_run)
-    removed = api.cache("clear")
+    folder = api.cache("dir")
+    if not args.yes and sys.stdin.isatty() and not _confirmed(f"remove every entry of {folder}?"):
+        console.print("nothing removed")
+        return EXIT_OK
+    removed, kept = api.cache("clear")
+    in_use = f"; kept {kept} in use by a running qntz" if kept else ""
     console.print(f"removed {plural(removed, 'cache entry', 'cache entries')} from "
-                  f"{api.cache('dir')}")
+                  f"{folder}{in_use}")
     return EXIT_OK
+
+
+def _confirmed(question: str) -> bool:
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
 
 
 def cmd_init(args: argparse.Namespace, console: Any) -> int:

@@ -95,3 +95,26 @@ steps:
 def transformer_pipeline(steps: str) -> str:
     """The small transformer, exported; `steps` are added after its onnx step."""
     return TRANSFORMER + textwrap.indent(textwrap.dedent(steps).strip(), "  ") + "\n"
+
+
+# -- real tmpfs mounts (root only): read-only and full disks ------------------------------
+def _mount(folder: Path, size: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("needs permission to mount a tmpfs (root)")
+
+
+@pytest.fixture
+def mounts():
+    mounted: list[Path] = []
+
+    def mount(folder: Path, size: str) -> Path:
+        _mount(folder, size)
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

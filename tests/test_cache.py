@@ -39,24 +39,24 @@ def test_file_digest_survives_touch_and_sees_edits(tmp_path):
 
 def test_commit_is_atomic_and_lookup_verifies(tmp_path):
     cache = Cache(tmp_path / "c", FileDigests())
-    work = cache.workspace("k" * 64)
+    work = cache.workspace("a" * 64)
     (work / "out" / "model.onnx").write_bytes(b"x" * 100)
-    artifact = cache.commit("s", "k" * 64, work, ["onnx"], {}, {})
+    artifact = cache.commit("s", "a" * 64, work, ["onnx"], {}, {})
     assert not work.exists() and artifact.file("model.onnx").read_bytes() == b"x" * 100
-    found, problem = cache.lookup("s", "k" * 64)
+    found, problem = cache.lookup("s", "a" * 64)
     assert found is not None and problem is None
     os.chmod(artifact.file("model.onnx"), 0o644)
     artifact.file("model.onnx").write_bytes(b"y" * 100)
-    found, problem = cache.lookup("s", "k" * 64)
+    found, problem = cache.lookup("s", "a" * 64)
     assert found is None and "corrupt" in problem
 
 
 def test_half_written_entry_is_a_miss(tmp_path):
     cache = Cache(tmp_path / "c", FileDigests())
-    half = cache.entry_dir("h" * 64)
+    half = cache.entry_dir("b" * 64)
     half.mkdir(parents=True)
     (half / "model.onnx").write_bytes(b"partial")
-    found, problem = cache.lookup("s", "h" * 64)
+    found, problem = cache.lookup("s", "b" * 64)
     assert found is None and "incomplete" in problem
     assert half.exists()  # looking is not repairing: removal happens under the key's lock
 
@@ -91,10 +91,10 @@ def test_failed_step_leaves_no_entry(ws):
 def test_committed_files_are_not_read_again(tmp_path, monkeypatch):
     digests = FileDigests()
     cache = Cache(tmp_path / "c", digests)
-    work = cache.workspace("m" * 64)
+    work = cache.workspace("c" * 64)
     (work / "out" / "model.onnx").write_bytes(b"z" * 1000)
-    cache.commit("s", "m" * 64, work, ["onnx"], {}, {})
+    cache.commit("s", "c" * 64, work, ["onnx"], {}, {})
     reads = []
     monkeypatch.setattr(FileDigests, "_read", staticmethod(lambda path: reads.append(path)))
-    found, _ = cache.lookup("s", "m" * 64)
+    found, _ = cache.lookup("s", "c" * 64)
     assert found is not None and reads == []

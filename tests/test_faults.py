@@ -127,7 +127,7 @@ def test_gc_removes_leftovers_and_unused_entries(ws, small):
     new_keys = {s["key"] for s in lock_of(small)["steps"].values()}
     old_simplify = (keys - new_keys).pop()
     dry = qntz(ws.root, "cache", "gc", "--dry-run")
-    assert "would remove 1 unused entries and 1 temporary" in dry.stdout
+    assert "would remove 1 unused entry and 1 temporary" in dry.stdout
     assert entry(ws.root, old_simplify).exists() and orphan.exists()
     gc = qntz(ws.root, "cache", "gc")
     assert gc.returncode == 0 and not entry(ws.root, old_simplify).exists()
@@ -220,28 +220,6 @@ def test_edited_output_is_restored(ws, small):
 
 
 # -- the world: read-only and full disks (a real tmpfs) -----------------------------------
-def _mount(folder: Path, size: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                          capture_output=True)
-    if done.returncode != 0:
-        pytest.skip("needs permission to mount a tmpfs (root)")
-
-
-@pytest.fixture
-def mounts():
-    mounted: list[Path] = []
-
-    def mount(folder: Path, size: str) -> Path:
-        _mount(folder, size)
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in reversed(mounted):
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
 def test_read_only_cache_serves_a_cached_run(ws, small, mounts):
     cache = mounts(ws.root / "ro-cache", "64m")
     env = {"QNTZ_CACHE": str(cache)}

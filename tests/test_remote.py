@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -149,3 +150,121 @@ def test_no_remote_extras_needed_locally(ws):
         done = subprocess.run([sys.executable, "-c", probe, "run", "pipeline.yaml"],
                               cwd=ws.root, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0 and "LOADED []" in done.stdout, done.stderr
+
+
+SECRET = "SUPERSECRET"
+
+
+def _unheard() -> str:
+    """A local port nothing listens on (an ftp remote there refuses the connection)."""
+    return f"127.0.0.1:{_free_port()}"
+
+
+def _everything_written(root: Path) -> str:
+    """The text of every file qntz wrote for people: the lock, out/, the run logs."""
+    files = [p for p in root.rglob("*") if p.is_file() and ".qntz/cache" not in p.as_posix()
+             and "models" not in p.relative_to(root).parts[:1]]
+    return "\n".join(p.read_bytes().decode(errors="replace") for p in files)
+
+
+def test_credentials_in_the_remote_url_are_never_shown(ws, s3):
+    small = ws.pipeline(pipeline_text("models.clean:SmallCNN", "capture: {uses: trace}"))
+    urls = [f"s3://AKIAXXX:{SECRET}@qntz-test/secret",  # s3fs keeps it in the bucket name
+            f"ftp://me:{SECRET}@{_unheard()}/x?token={SECRET}2&X-Amz-Signature={SECRET}3"]
+    for url in urls:
+        env = {**s3, "QNTZ_REMOTE": url, "AWS_MAX_ATTEMPTS": "1"}
+        shown = [qntz(ws.root, "run", small, "--force", env=env),  # --force: it pushes
+                 qntz(ws.root, "run", small, "--json", "--force", env=env),
+                 qntz(ws.root, "status", small, "--remote", env=env),
+                 qntz(ws.root, "-v", "push", small, env=env),  # -v: the whole cause chain
+                 qntz(ws.root, "pull", small, env=env)]
+        assert shown[0].returncode == 0, shown[0].stderr
+        assert "warning: remote cache" in shown[0].stderr and "***@" in shown[0].stderr
+        assert shown[2].returncode != 0 and shown[3].returncode != 0, shown[2].stderr
+        for done in shown:
+            assert SECRET not in done.stdout + done.stderr, (url, done.stdout, done.stderr)
+    assert (ws.root / "out").is_dir() and (ws.root / "pipeline.lock.json").is_file()
+    assert SECRET not in _everything_written(ws.root)
+
+
+def test_an_unreachable_ftp_remote_is_one_warning_or_one_error(ws, monkeypatch):
+    small = ws.pipeline(pipeline_text("models.clean:SmallCNN", "capture: {uses: trace}"))
+    monkeypatch.setenv("QNTZ_REMOTE", f"ftp://{_unheard()}/x")
+    run = ws.qntz("run", small)
+    assert run.code == 0, run.err
+    warnings = [ln for ln in run.err.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "going on locally" in warnings[0], run.err
+    for command in (["push", small], ["pull", small], ["status", small, "--remote"]):
+        done = ws.qntz(*command)
+        errors = [ln for ln in done.err.splitlines() if ln.startswith("error:")]
+        assert done.code != 0 and len(errors) == 1, (command, done.err)
+        assert "ftp://127.0.0.1" in errors[0] and "fix:" in errors[0], errors
+        assert "Traceback" not in done.err
+
+
+def _outside(root: Path) -> list[Path]:
+    """What an escaping key could have made in the project's parent folders."""
+    return [p for folder in [root, *list(root.parents)[:4]]
+            for p in folder.glob("escape*")]
+
+
+def test_a_lock_key_that_is_a_path_never_leaves_the_project(ws, tmp_path):
+    small = ws.pipeline(pipeline_text("models.clean:SmallCNN", "capture: {uses: trace}"))
+    shared = tmp_path / "remote" / "a" / "b" / "shared"
+    (ws.root / ".qntz" / "config.yaml").write_text(f"remote: {shared}\n")
+    assert ws.qntz("run", small).code == 0
+    lock = ws.root / "pipeline.lock.json"
+    data = json.loads(lock.read_text())
+    data["steps"]["capture"]["key"] = "../../../escape/k"
+    lock.write_text(json.dumps(data))
+    before = sorted(p for p in tmp_path.rglob("*") if ".qntz" not in p.parts)
+    for command in ("pull", "push"):
+        done = ws.qntz(command, small)
+        assert "Traceback" not in done.err and not _outside(ws.root), (command, done.err)
+    after = sorted(p for p in tmp_path.rglob("*") if ".qntz" not in p.parts)
+    assert [p for p in after if p not in before and shared not in [p, *p.parents]] == []
+    assert not [p for p in shared.rglob("*") if "escape" in p.as_posix()]
+
+
+def test_the_remote_refuses_keys_and_digests_that_are_not_hex(tmp_path):
+    from qntz.core.cache import Artifact, Cache
+    from qntz.core.hashing import FileDigests, digest_value
+    from qntz.core.remote import Remote, RemoteUnavailable
+
+    remote = Remote(str(tmp_path / "remote" / "shared"))
+    cache = Cache(tmp_path / "cache", FileDigests(tmp_path / "digests.json"))
+    assert remote.manifest("../../../escape/k") is None
+    assert remote.pull(cache, "capture", "../../escape/k") is None
+    key, lying = "a" * 64, "../../../../escape/blob"
+    (tmp_path / "escape").mkdir()
+    (tmp_path / "escape" / "blob").write_text("a file outside the remote")
+    manifest = {"key": key, "files": {"model.pt": lying}, "provides": ["torchscript"],
+                "digest": digest_value({"model.pt": lying})}
+    entry = tmp_path / "remote" / "shared" / "entries" / key[:2] / f"{key}.json"
+    entry.parent.mkdir(parents=True)
+    entry.write_text(json.dumps(manifest))
+    assert remote.manifest(key) is None and remote.pull(cache, "capture", key) is None
+    with pytest.raises(RemoteUnavailable, match="malformed"):
+        remote._blob(lying)
+    built = tmp_path / "entry"
+    built.mkdir()
+    (built / "model.pt").write_text("model")
+    escaping = Artifact("capture", "../../../escape/k", built, {
+        "key": "../../../escape/k", "files": {"model.pt": "b" * 64}, "provides": []})
+    with pytest.raises(RemoteUnavailable, match="malformed"):
+        remote.push(escaping)
+    assert [p.name for p in (tmp_path / "escape").iterdir()] == ["blob"]
+    assert not (tmp_path / "remote" / "shared" / "files").exists()  # refused before uploading
+
+
+def test_ray_missing_with_a_remote_is_one_line(ws, tmp_path):
+    ws.pipeline(pipeline_text("models.clean:SmallCNN", "capture: {uses: trace}"))
+    probe = "import sys; sys.modules['ray'] = None; from qntz.cli import main; " \
+            "sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", probe, "run", "pipeline.yaml", "--executor",
+                           "ray"], cwd=ws.root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "QNTZ_REMOTE": str(tmp_path / "shared")})
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and 'pip install "qntz[ray]"' in done.stderr
+    assert [ln for ln in done.stderr.splitlines() if ln.strip()] == \
+        [ln for ln in done.stderr.splitlines() if ln.startswith("error:")], done.stderr

@@ -5,6 +5,11 @@ written last. Anything short of a complete entry whose manifest is well formed a
 files match their digests is a miss, never an input. A step is built in
 `<root>/tmp/<key>-<pid>-<random>/` while its key's file lock is held, and renamed into
 place; whoever waits on the lock finds the entry and reuses it.
+
+The folder carries a marker (`.qntz-cache`) written when qntz creates it: the commands that
+remove things (`gc`, `clear`) touch only a folder that has it, and only qntz's own names in
+it. Keys come from lock files, manifests and remotes, so none is used as a path before it
+is checked to be one (64 hex digits).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 from qntz.core.hashing import FileDigests, digest_value
 
 MANIFEST = "qntz-manifest.json"
+CACHE_MARKER = ".qntz-cache"
 READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 
 
@@ -71,30 +77,50 @@ class Cache:
         self.digests = digests
 
     def entry_dir(self, key: str) -> Path:
-        return self.root / "entries" / key[:2] / key
+        return self.root / "entries" / key[:2] / _checked(key)
+
+    def claimed(self) -> bool:
+        return (self.root / CACHE_MARKER).exists()
+
+    def claim(self) -> None:
+        """Create the cache folder (or adopt qntz's own) with its marker, before writing."""
+        marker = self.root / CACHE_MARKER
+        if not marker.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            marker.write_text("a qntz cache: `qntz cache gc|clear` manage this folder\n")
 
     # -- reading: no side effects --------------------------------------------------------
-    def lookup(self, step_id: str, key: str, strict: bool = False
-               ) -> tuple[Artifact | None, str | None]:
+    def lookup(self, step_id: str, key: str, strict: bool = False,
+               declared: tuple[str, ...] | None = None) -> tuple[Artifact | None, str | None]:
         """The entry for `key`, or None and why it cannot be used (None when simply absent).
 
-        `strict` re-reads every file; otherwise unchanged size, mtime and inode are trusted.
+        `strict` re-reads every file; otherwise unchanged size, mtime, ctime and inode are
+        trusted (an edit in place changes the ctime, whatever it does to the mtime). With
+        `declared` (what the step's kind can provide), an entry providing anything else, or
+        nothing where the kind provides something, is damage.
         """
+        if not is_key(key):
+            return None, None
         path = self.entry_dir(key)
         if not path.is_dir():
             return None, None
         manifest, problem = _read_manifest(path, key)
         if manifest is None:
             return None, f"cache entry {problem}, rebuilding"
-        problem = self._check_files(path, manifest, strict)
+        problem = _provides_problem(manifest["provides"], declared) or self._check_files(
+            path, manifest, strict)
         if problem:
             return None, f"cache entry corrupt ({problem}), rebuilding"
         return Artifact(step_id, key, path, manifest), None
 
     def _check_files(self, path: Path, manifest: dict[str, Any], strict: bool) -> str | None:
+        present = {p.relative_to(path).as_posix() for p in path.rglob("*")
+                   if not p.is_dir()} - {MANIFEST}
+        if unlisted := sorted(present - set(manifest["files"])):
+            return f"{unlisted[0]} is not in the manifest"
         for name, expected in manifest["files"].items():
             target = path / name
-            if not target.is_file():
+            if target.is_symlink() or not target.is_file():
                 return f"{name} missing"
             try:
                 if self.digests.of(target, trust_stat=not strict) != expected:
@@ -129,19 +155,29 @@ class Cache:
         finally:
             lock.release()
 
-    def is_locked(self, key: str) -> bool:
+    @contextmanager
+    def locked_if_free(self, key: str) -> Iterator[bool]:
+        """Hold the key's lock if nobody has it (True), else do not wait (False)."""
         from filelock import FileLock, Timeout
 
         lock = FileLock(str(self._lock_path(key)))
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            return True
-        lock.release()
-        return False
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
+    def is_locked(self, key: str) -> bool:
+        with self.locked_if_free(key) as free:
+            return not free
 
     def _lock_path(self, key: str) -> Path:
-        folder = self.root / "locks" / key[:2]
+        self.claim()
+        folder = self.root / "locks" / _checked(key)[:2]
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{key}.lock"
 
@@ -152,7 +188,7 @@ class Cache:
 
     def workspace(self, key: str) -> Path:
         """A fresh folder for one build: `out/` becomes the entry, `scratch/` is thrown away."""
-        path = self.root / "tmp" / f"{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        path = self.root / "tmp" / f"{_checked(key)}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         (path / "out").mkdir(parents=True)
         (path / "scratch").mkdir()
         return path
@@ -181,7 +217,7 @@ class Cache:
         if target.exists():
             self._retire(target)
         for name in manifest["files"]:
-            os.chmod(out / name, READ_ONLY)  # an out/ hard link edited in place would be noticed
+            os.chmod(out / name, READ_ONLY)  # out/ links share the inode: keep editors off it
         os.replace(out, target)
         self.discard(workspace)
         for name, digest in manifest["files"].items():  # renamed, not changed: no re-reading
@@ -216,14 +252,25 @@ class Cache:
     def discard(self, workspace: Path) -> None:
         shutil.rmtree(workspace, ignore_errors=True)
 
-    def clear(self) -> int:
-        count = sum(1 for _ in self.keys())
-        shutil.rmtree(self.root, ignore_errors=True)
-        return count
+
+def is_key(name: Any) -> bool:
+    """A cache key (or file digest): 64 lowercase hex digits, safe as a path part."""
+    return (isinstance(name, str) and len(name) == 64
+            and all(c in "0123456789abcdef" for c in name))
 
 
-def is_key(name: str) -> bool:
-    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+def _checked(key: str) -> str:
+    if not is_key(key):
+        raise ValueError(f"not a cache key: {key!r}")
+    return key
+
+
+def _provides_problem(provides: list[str], declared: tuple[str, ...] | None) -> str | None:
+    if declared is None:
+        return None
+    if not set(provides) <= set(declared) or (declared and not provides):
+        return f"provides {provides or 'nothing'}, the step provides {list(declared)}"
+    return None
 
 
 def _read_manifest(path: Path, key: str) -> tuple[dict[str, Any] | None, str | None]:

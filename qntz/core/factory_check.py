@@ -8,6 +8,7 @@ import importlib.util
 from pathlib import Path
 
 from qntz.core.errors import PipelineError
+from qntz.core.model_source import check_not_hidden
 
 
 def check_factories(pipeline: object) -> None:
@@ -23,6 +24,7 @@ def check_factories(pipeline: object) -> None:
 def _check(factory: str, pipeline: object, at: tuple) -> None:
     module, _, attr = factory.partition(":")
     where = pipeline.where(*at)  # type: ignore[attr-defined]
+    check_not_hidden(module, pipeline.root, where)  # type: ignore[attr-defined]
     path = module_file(module, pipeline.root)  # type: ignore[attr-defined]
     if path is None:
         raise PipelineError(f"module '{module}' of `{factory}` not found next to the pipeline "

@@ -23,11 +23,14 @@ def digest_value(value: Any) -> str:
 
 
 class FileDigests:
-    """sha256 of files, remembered by (size, mtime, inode) so unchanged files are not re-read.
+    """sha256 of files, remembered by (size, mtime, inode, ctime) so unchanged files are not
+    re-read, as git does.
 
     Touching a file changes its mtime, which only costs a re-read: the digest, and therefore
-    every cache key, stays the same. `of(path, trust_stat=False)` always re-reads: what a
-    running step consumes is checked that way. Safe to share between threads; `save` merges
+    every cache key, stays the same. An edit in place that restores the mtime (`touch -r`)
+    still changes the ctime, which no program can set back: it is re-read too.
+    `of(path, trust_stat=False)` always re-reads: what a running step consumes is checked
+    that way. Safe to share between threads; `save` merges
     with what other processes saved meanwhile.
     """
 
@@ -39,12 +42,11 @@ class FileDigests:
 
     def of(self, path: Path, trust_stat: bool = True) -> str:
         path = Path(path).resolve()
-        stat = path.stat()
-        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        signature = _signature(path.stat())
         with self._lock:
             known = self._known.get(str(path))
-        if trust_stat and known and known[:3] == signature:
-            return known[3]
+        if trust_stat and known and known[:-1] == signature:
+            return known[-1]
         digest = self._read(path)
         self._note(str(path), [*signature, digest])
         return digest
@@ -52,8 +54,7 @@ class FileDigests:
     def remember(self, path: Path, digest: str) -> None:
         """A digest already known for `path` (a file just moved into the cache)."""
         path = Path(path).resolve()
-        stat = path.stat()
-        self._note(str(path), [stat.st_size, stat.st_mtime_ns, stat.st_ino, digest])
+        self._note(str(path), [*_signature(path.stat()), digest])
 
     def _note(self, name: str, entry: list) -> None:
         with self._lock:
@@ -73,12 +74,11 @@ class FileDigests:
         cache only loses the speed-up."""
         with self._lock:
             changed, self._changed = self._changed, {}
-        if self._store is None or not changed:
-            return
+        if self._store is None or not changed or not self._store.parent.is_dir():
+            return  # no cache folder yet (`qntz status` in a new project): nothing to keep
         from filelock import FileLock
 
         try:
-            self._store.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(str(self._store) + ".lock"):
                 merged = {**_read_store(self._store), **changed}
                 write_atomic(self._store, json.dumps(merged))
@@ -94,8 +94,12 @@ def _read_store(store: Path) -> dict[str, list]:
         return {}
     if not isinstance(known, dict):
         return {}
-    return {k: v for k, v in known.items() if isinstance(v, list) and len(v) == 4
-            and all(isinstance(x, int) for x in v[:3]) and isinstance(v[3], str)}
+    return {k: v for k, v in known.items() if isinstance(v, list) and len(v) == 5
+            and all(isinstance(x, int) for x in v[:4]) and isinstance(v[4], str)}
+
+
+def _signature(stat: os.stat_result) -> list[int]:
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qntz.core.errors import PipelineError
+from qntz.core.wording import did_you_mean
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,9 +61,25 @@ def parse_inputs(section: dict[str, Any], where: Callable[..., str]) -> dict[str
                     f"input '{name}': dim '{dim}' has two different ranges",
                     where=where("inputs", name, "dynamic", dim), hint="give it one range")
             ranges[dim] = (low, opt, high)
+    _check_named(section, where)
     multiples = _multiples(section, ranges, where)
     return {name: _parse_one(name, spec, ranges, where, multiples)
             for name, spec in section.items()}
+
+
+def _check_named(section: dict[str, Any], where: Callable[..., str]) -> None:
+    """Every dim `dynamic` gives a range is named in some input's shape: a range that no
+    shape uses (a typo, `btch`) would otherwise be ignored and the dim stay fixed."""
+    named = sorted({d for spec in section.values() for d in spec["shape"] if isinstance(d, str)})
+    for name, spec in section.items():
+        for dim in spec.get("dynamic") or {}:
+            if dim not in named:
+                raise PipelineError(
+                    f"input '{name}': dynamic dim '{dim}' is not named in any input's shape"
+                    f"{did_you_mean(dim, named)}",
+                    where=where("inputs", name, "dynamic", dim, "<key>"),
+                    hint=f"write '{dim}' in a `shape` where that size varies, or remove it "
+                    "from `dynamic`")
 
 
 def _multiples(section: dict[str, Any], ranges: dict[str, tuple[int, int, int]],

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from qntz.core.cache import is_key
 from qntz.core.hashing import write_atomic
 
 FORMAT = 1
@@ -38,7 +39,8 @@ def parse_lock(text: str) -> dict[str, Any]:
 
 
 def _well_formed(step: Any) -> bool:
-    return (isinstance(step, dict) and isinstance(step.get("key"), str)
+    """A key that is not one (64 hex digits) never reaches a path: the step is dropped."""
+    return (isinstance(step, dict) and is_key(step.get("key"))
             and all(isinstance(step.get(part, {}), dict)
                     for part in ("params", "extras", "inputs", "libraries", "outputs")))
 

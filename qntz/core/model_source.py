@@ -11,22 +11,37 @@ from __future__ import annotations
 import ast
 import csv
 import importlib
+import importlib.machinery
 import importlib.util
 import json
+import re
 import sys
 import threading
+from collections.abc import Collection, Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qntz.core.errors import PipelineError
+from qntz.core.errors import PipelineError, first_line
 from qntz.core.hashing import digest_value
 
 if TYPE_CHECKING:
     from importlib import metadata
 
-# import_factory edits sys.path and sys.modules, which every thread shares (`--jobs N`).
+# import_factory edits sys.meta_path and sys.modules, which every thread shares (`--jobs N`).
 _IMPORT_LOCK = threading.Lock()
+
+# Top-level packages qntz imports, or that the libraries it drives import lazily (torch
+# imports sympy when it first traces): a file of the same name beside the pipeline must never
+# stand in for them. `protected_names` adds every installed requirement's packages; these
+# hold without reading any metadata (`validate` and a cached run stay fast).
+OWN_IMPORTS = frozenset({
+    "qntz", "torch", "torchgen", "functorch", "numpy", "onnx", "onnx_ir", "onnxruntime",
+    "onnxscript", "onnxsim", "onnxslim", "yaml", "jsonschema", "rich", "filelock", "fsspec",
+    "s3fs", "ray", "polygraphy", "tensorrt", "tensorrt_rtx", "PIL", "google",
+    "typing_extensions", "sympy", "mpmath", "networkx", "jinja2", "markupsafe", "ml_dtypes",
+    "packaging", "setuptools", "pygments", "markdown_it", "referencing", "attrs",
+})
 
 
 def split_factory(factory: str) -> tuple[str, str]:
@@ -99,8 +114,11 @@ def _module_name(path: Path, root: Path) -> str:
 
 def _local_target(module: str, root: Path) -> Path | None:
     """The file under `root` that importing `module` would run, if any (never a path that
-    climbs out of the pipeline's folder)."""
+    climbs out of the pipeline's folder, nor a file named like a module qntz needs: the
+    import gets qntz's one, see `protected_names`)."""
     if not module or any(not part.isidentifier() for part in module.split(".")):
+        return None
+    if hidden_by(module.split(".")[0]) is not None:
         return None
     return local_module_file(module, root)
 
@@ -234,6 +252,116 @@ def _package_sources(top: str, digests: Any) -> dict[str, str]:
     return files
 
 
+# --- names a local file must not take ------------------------------------------------------
+
+def hidden_by(top: str, names: Collection[str] = OWN_IMPORTS) -> str | None:
+    """What a module named `top` beside the pipeline would hide from qntz, or None: the
+    standard library, qntz itself, or one of `names` (by default those qntz names itself)."""
+    if top in sys.stdlib_module_names:
+        return f"Python's own {top} module"
+    if top == "qntz":
+        return "qntz itself"
+    if top in names or top in OWN_IMPORTS:
+        return f"the {top} package qntz uses"
+    return None
+
+
+def check_not_hidden(module: str, root: Path, where: str,
+                     names: Collection[str] = OWN_IMPORTS) -> None:
+    """Refuse a factory whose module is a file or folder beside the pipeline named like a
+    module qntz needs: importing it would replace that module for qntz as well."""
+    top = module.split(".")[0]
+    what = hidden_by(top, names)
+    if what is None:
+        return
+    for local in (root / f"{top}.py", root / top):
+        if local.exists():
+            raise PipelineError(
+                f"module '{module}' is {local.name} beside the pipeline, which hides {what}",
+                where=where, hint=f"rename {local.name}, which hides {what}, and the "
+                "`module:attr` that names it")
+
+
+@cache
+def protected_names() -> frozenset[str]:
+    """Top-level names the pipeline's folder never serves: the standard library's, qntz's own,
+    and the packages of every distribution qntz requires, followed through their own
+    requirements (not their extras). Reads installed metadata once (a fraction of a second,
+    paid only when a factory is imported, beside torch's import)."""
+    from importlib import metadata
+
+    packages: dict[str, set[str]] = {}
+    for top, dists in _owners().items():
+        for dist in dists:
+            packages.setdefault(_normal(dist), set()).add(top)
+    names = set(sys.stdlib_module_names) | OWN_IMPORTS
+    seen: set[str] = set()
+    pending = ["qntz"]
+    while pending:
+        dist_name = pending.pop()
+        if dist_name in seen:
+            continue
+        seen.add(dist_name)
+        names |= packages.get(dist_name, set())
+        try:
+            requires = metadata.distribution(dist_name).requires or []
+        except metadata.PackageNotFoundError:
+            continue
+        pending += [_normal(req) for req in requires if _needed_at_run_time(req, dist_name)]
+    return frozenset(name for name in names if name.isidentifier())
+
+
+def _normal(requirement: str) -> str:
+    name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement.strip())
+    return re.sub(r"[-_.]+", "-", name.group(0)).lower() if name else ""
+
+
+def _needed_at_run_time(requirement: str, owner: str) -> bool:
+    """A requirement without an extra; for qntz, its extras too (they are what its optional
+    steps import) but not its test tools."""
+    marker = requirement.partition(";")[2]
+    if "extra" not in marker:
+        return True
+    return owner == "qntz" and not re.search(r"extra\s*==\s*['\"]test['\"]", marker)
+
+
+class _PipelineFolder:
+    """Serves top-level modules from the pipeline's folder first, as `sys.path[0]` would,
+    except the names in `protected`: for those the search goes on as if the folder were not
+    there, so a `json.py` beside the pipeline cannot replace the `json` qntz imports (in
+    `sys.modules`, for the whole process) nor one that torch imports while the factory loads.
+    Submodules need no help: their package's `__path__` finds them."""
+
+    def __init__(self, root: Path, protected: frozenset[str]) -> None:
+        self.root = str(root)
+        self.protected = protected
+        # `python -m qntz` run from the pipeline's folder puts it on sys.path itself
+        self.elsewhere = [p for p in sys.path if Path(p or ".").resolve() != root.resolve()]
+
+    def find_spec(self, name: str, path: Sequence[str] | None = None,
+                  target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if path is not None:
+            return None
+        if name in self.protected:
+            return importlib.machinery.PathFinder.find_spec(name, self.elsewhere)
+        spec = importlib.machinery.PathFinder.find_spec(name, [self.root])
+        if spec is not None and spec.origin is None:  # a folder without __init__.py
+            return self._namespace(name, spec)
+        return spec
+
+    def _namespace(self, name: str, spec: importlib.machinery.ModuleSpec
+                   ) -> importlib.machinery.ModuleSpec | None:
+        """A namespace portion ranks below a regular module elsewhere and joins other portions,
+        as on sys.path; its path is a plain list, which later edits of sys.path leave alone."""
+        other = importlib.machinery.PathFinder.find_spec(name, self.elsewhere)
+        if other is not None and other.origin is not None:
+            return None
+        elsewhere = list(other.submodule_search_locations or []) if other else []
+        spec.submodule_search_locations = [*(spec.submodule_search_locations or []),
+                                           *elsewhere]
+        return spec
+
+
 # --- importing -----------------------------------------------------------------------------
 
 def import_factory(factory: str, root: Path, where: str) -> Any:
@@ -256,18 +384,39 @@ def import_factory(factory: str, root: Path, where: str) -> Any:
 
 
 def _import_fresh(module_name: str, root: Path, where: str) -> Any:
+    protected = protected_names()
+    check_not_hidden(module_name, root, where, protected)
     if local_module_file(module_name, root) is not None:
         top = module_name.split(".")[0]
-        stale = set(local_closure(module_name, root))
+        stale = {name for name in local_closure(module_name, root)
+                 if name.split(".")[0] not in protected}
         for name in list(sys.modules):
             if name in stale or name == top or name.startswith(top + "."):
                 del sys.modules[name]
-        importlib.invalidate_caches()
-    sys.path.insert(0, str(root))
+    importlib.invalidate_caches()
+    finder = _PipelineFolder(root, protected)
+    # After the built-in and frozen importers (a `sys.py` can never matter), before the path.
+    index = next((i for i, f in enumerate(sys.meta_path)
+                  if f is importlib.machinery.PathFinder), 0)
+    sys.meta_path.insert(index, finder)
     try:
         return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise PipelineError(f"cannot import model module '{module_name}': {exc}", where=where,
-                            hint="check `factory:` and that the module's imports exist") from exc
+    except ImportError as exc:
+        raise PipelineError(f"cannot import model module '{module_name}': {first_line(exc)}",
+                            where=where, hint=_import_hint(module_name, root, protected)
+                            ) from exc
     finally:
-        sys.path.remove(str(root))
+        sys.meta_path.remove(finder)
+
+
+def _import_hint(module_name: str, root: Path, protected: frozenset[str]) -> str:
+    """Point at a file beside the pipeline that the factory's imports did not get because it
+    is named like a module qntz needs; else the usual advice."""
+    paths = local_closure(module_name, root) if local_module_file(module_name, root) else {}
+    for name, path in paths.items():
+        for top in sorted({imported.split(".")[0] for imported in _imports(path, name)}):
+            local = local_module_file(top, root) if top in protected else None
+            if local is not None:
+                return (f"rename {local.name}, which hides {hidden_by(top, protected)}: "
+                        f"`import {top}` gets that one, not the file")
+    return "check `factory:` and that the module's imports exist"

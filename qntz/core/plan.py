@@ -8,6 +8,7 @@ from typing import Any
 
 from qntz.core.cache import Artifact, Cache
 from qntz.core.hashing import FileDigests, canonical_json, digest_value, library_versions
+from qntz.core.pipeline import provided_by
 from qntz.core.registry import KINDS, provider
 from qntz.core.spec import Pipeline, StepSpec
 
@@ -109,7 +110,7 @@ def plan(pipeline: Pipeline, order: list[str], cache: Cache, lock: dict[str, Any
             continue
         record = key_record(spec, pipeline, found, cache.digests)
         key = record_key(record)
-        artifact, problem = cache.lookup(sid, key)
+        artifact, problem = cache.lookup(sid, key, declared=provided_by(spec))
         if sid in force:
             states[sid] = StepState(sid, spec.kind, "stale", "forced", key)
         elif artifact is None:

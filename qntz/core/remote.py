@@ -8,7 +8,9 @@ re-hashed before it enters the local cache. Credentials come from wherever fsspe
 backends read them (environment, ~/.aws, instance roles), never from the pipeline.
 
 Configured by `QNTZ_REMOTE` or `remote:` in `<project root>/.qntz/config.yaml`; a remote
-that cannot be reached is a warning, and the run goes on locally.
+that cannot be reached is a warning, and the run goes on locally. Every message shows the
+URL redacted (no userinfo, no secret query values), the backend's own text included. Keys
+and digests read from a lock file or a manifest become paths only when they are 64 hex.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import os
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from qntz.core.cache import Artifact, Cache, DigestMismatch, manifest_problem
+from qntz.core.cache import Artifact, Cache, DigestMismatch, is_key, manifest_problem
 from qntz.core.errors import PipelineError
+from qntz.core.redact import redact, redact_text
 
 
 class RemoteUnavailable(Exception):
@@ -49,23 +52,52 @@ def configured_remote(root: Path) -> str | None:
     return url
 
 
+class Redacted(Exception):
+    """Stands in as the cause for a backend's exception whose text shows a secret: the same
+    type name and text, secrets masked (with -v the CLI prints every cause)."""
+
+
+def unavailable(url: str, message: str, exc: BaseException) -> NoReturn:
+    """Raise RemoteUnavailable saying `message`, redacted, caused by `exc` (or by its
+    Redacted stand-in when the text of `exc` would show a secret)."""
+    raw = " ".join(str(exc).split())
+    clean = redact_text(raw, url)
+    cause = exc if clean == raw else Redacted(f"{type(exc).__name__}: {clean}")
+    raise RemoteUnavailable(redact_text(message, url)) from cause
+
+
+def _is_key(value: Any) -> bool:
+    """64 lowercase hex: a cache key, or a file digest (sha256 too)."""
+    return isinstance(value, str) and is_key(value)
+
+
+def _text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
 class Remote:
     def __init__(self, url: str):
+        self.url = url
         try:
             import fsspec
         except ImportError as exc:
             raise RemoteUnavailable('the remote cache needs fsspec: pip install "qntz[s3]" '
                                     "(or qntz[remote] for a shared folder)") from exc
-        try:
+        try:  # some backends (ftp, sftp, smb) connect here
             self.fs, self.base = fsspec.core.url_to_fs(url)
-        except (ImportError, ValueError) as exc:
-            raise RemoteUnavailable(f"cannot open remote {url}: {exc}") from exc
-        self.url = url
+        except Exception as exc:
+            unavailable(url, f"cannot open remote {redact(url)}: {_text(exc)}", exc)
 
     def _manifest_path(self, key: str) -> str:
+        if not _is_key(key):  # a key from a lock file or a caller: never a path of its own
+            raise RemoteUnavailable(f"refusing a malformed cache key {str(key)[:80]!r} "
+                                    "(not 64 hex digits)")
         return f"{self.base}/entries/{key[:2]}/{key}.json"
 
     def _blob(self, digest: str) -> str:
+        if not _is_key(digest):
+            raise RemoteUnavailable(f"a manifest on {redact(self.url)} names a malformed file "
+                                    f"digest {str(digest)[:80]!r}")
         return f"{self.base}/files/{digest[:2]}/{digest}"
 
     def _call(self, what: str, function: Any, *args: Any) -> Any:
@@ -74,11 +106,13 @@ class Remote:
         except FileNotFoundError:
             raise
         except Exception as exc:
-            raise RemoteUnavailable(f"{what} on {self.url} failed: {type(exc).__name__}: "
-                                    f"{' '.join(str(exc).split())[:200]}") from exc
+            unavailable(self.url, f"{what} on {redact(self.url)} failed: {_text(exc)}", exc)
 
     def manifest(self, key: str) -> dict[str, Any] | None:
-        """The published manifest of `key`, or None (absent or malformed)."""
+        """The published manifest of `key`, or None (absent or malformed, or `key` is not
+        a key)."""
+        if not _is_key(key):
+            return None
         path = self._manifest_path(key)
         try:
             self.fs.invalidate_cache()
@@ -89,7 +123,9 @@ class Remote:
             manifest = json.loads(data)
         except ValueError:
             return None
-        return None if manifest_problem(manifest, key) else manifest
+        if manifest_problem(manifest, key) or not all(map(_is_key, manifest["files"].values())):
+            return None
+        return manifest
 
     def has(self, key: str) -> bool:
         return self.manifest(key) is not None
@@ -97,6 +133,7 @@ class Remote:
     def push(self, artifact: Artifact) -> bool:
         """Upload an entry: its files (each aside, then moved), then its manifest. False when
         the remote already had it."""
+        path = self._manifest_path(artifact.key)  # refuses a malformed key before any upload
         if self.has(artifact.key):
             return False
         for name, digest in artifact.files().items():
@@ -106,7 +143,6 @@ class Remote:
                 self._call("making a folder", self.fs.makedirs, blob.rsplit("/", 1)[0], True)
                 self._call("uploading", self.fs.put_file, str(artifact.file(name)), aside)
                 self._call("publishing", self.fs.mv, aside, blob)
-        path = self._manifest_path(artifact.key)
         aside = f"{path}.{uuid.uuid4().hex[:8]}.partial"
         self._call("making a folder", self.fs.makedirs, path.rsplit("/", 1)[0], True)
         self._call("uploading a manifest", self.fs.pipe_file, aside,
@@ -130,10 +166,10 @@ class Remote:
             return cache.commit(step_id, key, work, manifest["provides"], summary,
                                 manifest.get("record", {}), expected=manifest["files"])
         except DigestMismatch as exc:  # hashed once, by the commit, before it is in place
-            raise RemoteUnavailable(f"entry {key[:16]} on {self.url}: {exc}") from exc
+            unavailable(self.url, f"entry {key[:16]} on {redact(self.url)}: {exc}", exc)
         except FileNotFoundError as exc:
-            raise RemoteUnavailable(f"the entry {key[:16]} on {self.url} is incomplete "
-                                    f"({exc})") from exc
+            unavailable(self.url, f"the entry {key[:16]} on {redact(self.url)} is "
+                        f"incomplete ({exc})", exc)
         finally:
             cache.discard(work)
 
@@ -158,7 +194,10 @@ class RemoteLink:
             return self._remote
 
     def _give_up(self, exc: Exception) -> None:
-        self.warnings.append(f"remote cache {self.url}: {exc}; going on locally")
+        if self.url is None:  # another thread gave up first: one warning per run
+            return
+        self.warnings.append(redact_text(f"remote cache {redact(self.url)}: {exc}; going on "
+                                         "locally", self.url))
         self.url, self._remote = None, None
 
     def pull(self, cache: Cache, step_id: str, key: str) -> Artifact | None:

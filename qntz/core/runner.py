@@ -1,9 +1,12 @@
 """Executing a plan: run stale steps (in parallel where the DAG allows), commit, lay out.
 
 Before anything runs, the entries that stale steps will consume are re-read and checked
-against their digests (a fully cached run trusts size, mtime and inode, as git does); a
-damaged one is dropped and rebuilt. Each step is built under its key's file lock, so
-concurrent runs build a step once and the others reuse it.
+against their digests (a fully cached run trusts size, mtime, ctime and inode, as git
+does); a damaged one is dropped and rebuilt. Each step is built under its key's file lock,
+so concurrent runs build a step once and the others reuse it. Every key the run uses is
+leased (`core/lease.py`) until its lock file is written, so `qntz cache gc` never removes
+what the run reads or has just built. Whatever a step raises, `SystemExit` and
+`KeyboardInterrupt` of its own included, is that step's failure.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Protocol
 from qntz.core.cache import Artifact, Cache
 from qntz.core.errors import QntzError, StepFailed
 from qntz.core.hashing import FileDigests
+from qntz.core.lease import Lease
 from qntz.core.lockfile import lock_path, merge_lock, merged, read_lock, step_entry
 from qntz.core.pipeline import provided_by
 from qntz.core.plan import StepState, key_record, plan, record_key
@@ -69,10 +73,13 @@ class Session:
     cache: Cache = field(init=False)
     _model: Any = field(default=None, init=False)
     _model_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _lease: Lease = field(init=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False)
 
     def __post_init__(self) -> None:
         self.digests = FileDigests(self.workspace.cache_dir / "file-digests.json")
         self.cache = Cache(self.workspace.cache_dir, self.digests)
+        self._lease = Lease(self.cache.root)
 
     @property
     def lock_path(self) -> Path:
@@ -88,7 +95,8 @@ class Session:
     def status(self, only: list[str] | None = None) -> dict[str, StepState]:
         """What is cached and what is stale, and why. Changes nothing but the stat cache."""
         states, _ = plan(self.pipeline, self.pipeline.order(only), self.cache, self.read_lock())
-        self.digests.save()
+        if self.cache.claimed():
+            self.digests.save()
         return states
 
     def live_model(self) -> Any:
@@ -103,16 +111,45 @@ class Session:
 
     def run(self, reporter: Reporter, only: list[str] | None = None, force: bool = False,
             jobs: int = 1, keep_going: bool = False) -> list[StepResult]:
+        """Run what is stale; every step of the order gets a result (those never started
+        because of a failure are skipped). A KeyboardInterrupt (Ctrl-C) cancels the steps
+        not started, tells running ones to stop, and is raised again at once."""
         order = self.pipeline.order(only)
         forced = set(only or order) if force else set()
+        self._claim()
+        try:
+            results = self._run_steps(order, forced, reporter, jobs, keep_going)
+            for sid in order:
+                if sid not in results:
+                    results[sid] = StepResult(sid, self.pipeline.steps[sid].kind, "skipped",
+                                              reason="not started after a failure")
+            self._publish(results)
+        finally:
+            self._lease.release()
+            self.digests.save()
+        return [results[s] for s in order]
+
+    def _claim(self) -> None:
+        """Mark the cache as qntz's before writing (a read-only one may still serve), then
+        keep what validating the pipeline learned there."""
+        try:
+            self.cache.claim()
+        except OSError:
+            return
+        if self.pipeline.memo is not None:
+            self.pipeline.memo.save()
+
+    def _run_steps(self, order: list[str], forced: set[str], reporter: Reporter, jobs: int,
+                   keep_going: bool) -> dict[str, StepResult]:
         planned = self._verified_plan(order, forced)
         results: dict[str, StepResult] = {}
         artifacts: dict[str, Artifact] = {}
         sorter = graphlib.TopologicalSorter({s: self.pipeline.steps[s].needs for s in order})
         sorter.prepare()
         stop = False
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            running: dict[Future, str] = {}
+        pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+        running: dict[Future, str] = {}
+        try:
             while sorter.is_active() and not (stop and not running):
                 if not stop:
                     for sid in sorted(sorter.get_ready(), key=order.index):
@@ -130,11 +167,12 @@ class Session:
                     if result.state == "failed" and not keep_going and not result.artifact:
                         stop = True
                     sorter.done(sid)
-        try:
-            self._publish(results)
-        finally:
-            self.digests.save()
-        return [results[s] for s in order if s in results]
+        except BaseException:
+            self._stopping.set()  # a step that has not begun building will not
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        return results
 
     def _verified_plan(self, order: list[str], forced: set[str]) -> dict[str, Artifact]:
         """The cached entries, after re-reading every one a stale step will consume and
@@ -144,10 +182,15 @@ class Session:
             states, found = plan(self.pipeline, order, self.cache, self.read_lock(), forced)
             stale = [s for s in order if states[s].state != "cached"]
             consumed = {n for s in stale for n in self.pipeline.steps[s].needs if n in found}
+            self._lease.add(a.key for a in found.values())
+            if any(not self.cache.entry_dir(a.key).is_dir() for a in found.values()):
+                continue  # collected before the lease took: plan again, without it
             damaged = []
             for sid in sorted(consumed - checked):
                 checked.add(sid)
-                if self.cache.lookup(sid, found[sid].key, strict=True)[0] is None:
+                spec = self.pipeline.steps[sid]
+                if self.cache.lookup(sid, found[sid].key, strict=True,
+                                     declared=provided_by(spec))[0] is None:
                     damaged.append(found[sid].key)
             if not damaged:
                 return found
@@ -165,10 +208,14 @@ class Session:
             reporter.finished(result)
             return result
         inputs = {n: artifacts[n] for n in spec.needs}
-        if sid in planned and all(artifacts[n] is planned.get(n) for n in spec.needs):
-            result = StepResult(sid, spec.kind, "cached", artifact=planned[sid])
-        else:
-            result = self._cached_or_built(sid, inputs, sid in forced, reporter)
+        try:
+            if sid in planned and all(artifacts[n] is planned.get(n) for n in spec.needs):
+                result = StepResult(sid, spec.kind, "cached", artifact=planned[sid])
+            else:
+                result = self._cached_or_built(sid, inputs, sid in forced, reporter)
+        except BaseException as exc:  # noqa: B036 - what a step raises is its failure
+            error = _as_failure(exc, f"{self.pipeline.path}: step '{sid}'")
+            result = StepResult(sid, spec.kind, "failed", reason=str(error), error=error)
         failed = result.summary.get("failed")
         if failed and result.state != "failed":
             result.state = "failed"
@@ -179,12 +226,16 @@ class Session:
     def _cached_or_built(self, sid: str, inputs: dict[str, Artifact], forced: bool,
                          reporter: Reporter) -> StepResult:
         """A step whose inputs were rebuilt: its new key may be cached, else build it."""
-        record = key_record(self.pipeline.steps[sid], self.pipeline, inputs, self.digests)
+        spec = self.pipeline.steps[sid]
+        record = key_record(spec, self.pipeline, inputs, self.digests)
         key = record_key(record)
-        artifact, _ = self.cache.lookup(sid, key)
+        self._lease.add([key])
+        artifact, _ = self.cache.lookup(sid, key, declared=provided_by(spec))
         if artifact is not None and not forced:
-            return StepResult(sid, self.pipeline.steps[sid].kind, "cached", artifact=artifact)
-        reporter.started(sid, self.pipeline.steps[sid].kind)
+            return StepResult(sid, spec.kind, "cached", artifact=artifact)
+        if self._stopping.is_set():
+            return StepResult(sid, spec.kind, "skipped", reason="interrupted")
+        reporter.started(sid, spec.kind)
         return self._build(sid, key, record, inputs, forced, reporter)
 
     def _build(self, sid: str, key: str, record: dict[str, Any], inputs: dict[str, Artifact],
@@ -195,7 +246,8 @@ class Session:
 
         try:
             with self.cache.locked(key, waiting):
-                artifact, problem = self.cache.lookup(sid, key, strict=True)
+                artifact, problem = self.cache.lookup(
+                    sid, key, strict=True, declared=provided_by(self.pipeline.steps[sid]))
                 if artifact is not None and not forced:
                     return StepResult(sid, self.pipeline.steps[sid].kind, "cached",
                                       artifact=artifact)
@@ -289,6 +341,7 @@ class Session:
                     if not self._laid_out(artifact, self.out / sid):
                         lay_out({n: artifact.file(n) for n in artifact.files()},
                                 self.out / sid, self.workspace.root / "out")
+                        self._relearn(artifact)
                 merge_lock(self.lock_path, self.pipeline.name, list(self.pipeline.steps),
                            updates)
         except OSError as exc:
@@ -296,6 +349,15 @@ class Session:
                             where=str(self.pipeline.path),
                             hint="free some space or make out/ writable; the cache is intact, "
                             "a re-run lays them out") from exc
+
+    def _relearn(self, artifact: Artifact) -> None:
+        """A hard link changes its file's ctime, not its content: remember the new stat, so
+        the next run does not re-read what it just verified."""
+        for name, digest in artifact.files().items():
+            try:
+                self.digests.remember(artifact.file(name), digest)
+            except OSError:
+                pass
 
     def _laid_out(self, artifact: Artifact, target: Path) -> bool:
         """`target` (in out/) holds exactly the entry's files, each the same file or content."""
@@ -324,6 +386,28 @@ def _held(path: Path) -> Iterator[None]:
 
 
 _LOCAL = threading.Lock()
+
+
+def _as_failure(exc: BaseException, where: str) -> QntzError:
+    """What a step raised, as its one-line failure (the traceback stays on the cause, for
+    -v): a bug in qntz or a library, or user code that exits or interrupts."""
+    from qntz.core.errors import first_line
+
+    if isinstance(exc, QntzError):
+        exc.where = exc.where or where
+        return exc
+    if isinstance(exc, SystemExit):
+        what = f"the model's code called sys.exit({exc.code!r}): the step did not finish"
+        hint = "a factory, a forward or a data function must return, not exit the process"
+    elif isinstance(exc, KeyboardInterrupt):
+        what = "the model's code raised KeyboardInterrupt: the step did not finish"
+        hint = "raise an ordinary exception for a failure"
+    else:
+        what = f"unexpected error: {type(exc).__name__}: {first_line(exc, 200)}"
+        hint = "run with -v for the traceback; if it is in qntz, please report it"
+    error = StepFailed(what, where=where, hint=hint)
+    error.__cause__ = exc
+    return error
 
 
 def _os_cause(exc: BaseException) -> OSError | None:

@@ -4,7 +4,7 @@ Validating with jsonschema means importing it (and referencing, rpds, attrs), wh
 more than everything else a fully cached run does. A part of a document accepted once
 under a schema is accepted again, so each accepted (value, schema, jsonschema version) is
 remembered by its sha256 in `<cache>/validated.json`, and a later load of an unchanged
-pipeline skips the import. Nothing is remembered where there is no cache folder yet
+pipeline skips the import. Nothing is remembered where there is no (marked) cache folder yet
 (`qntz validate` in a fresh project writes nothing), and a memo that cannot be read or
 written is simply not used.
 """
@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from qntz.core.cache import CACHE_MARKER
 from qntz.core.hashing import digest_value, library_version, write_atomic
 
 LIMIT = 2000  # remembered entries, newest kept
@@ -41,11 +42,12 @@ class SchemaMemo:
             self.added.append(key)
 
     def save(self) -> None:
-        if not self.added or self.path is None or not self.path.parent.is_dir():
+        if not self.added or self.path is None or not _ours(self.path.parent):
             return
         keys = [k for k in {**self._read(), **self.known}][-LIMIT:]
         try:
             write_atomic(self.path, json.dumps(keys))
+            self.added = []
         except OSError:
             pass
 
@@ -56,3 +58,9 @@ class SchemaMemo:
             return {}
         ok = isinstance(keys, list) and all(isinstance(k, str) and len(k) == 64 for k in keys)
         return dict.fromkeys(keys) if ok else {}
+
+
+def _ours(folder: Path) -> bool:
+    """A cache qntz marked, or a project's own `.qntz/cache` (qntz's by its place)."""
+    return (folder / CACHE_MARKER).exists() or (
+        folder.is_dir() and folder.name == "cache" and folder.parent.name == ".qntz")

@@ -57,10 +57,35 @@ class Workspace:
     def of(cls, start: Path) -> Workspace:
         root = project_root(start)
         cache = os.environ.get("QNTZ_CACHE")
-        return cls(root, Path(cache).resolve() if cache else root / MARKER / "cache")
+        if not cache:
+            return cls(root, checked_cache(root / MARKER / "cache", root, "the cache folder"))
+        return cls(root, checked_cache(Path(cache).resolve(), root, f"QNTZ_CACHE={cache}"))
 
     def out(self, name: str) -> Path:
         return inside(self.root / "out", self.root / "out" / name)
+
+
+def checked_cache(folder: Path, root: Path, named: str) -> Path:
+    """`folder`, once it is known to be one qntz may own: not a file, not `/`, the home
+    folder or a folder holding the project, and either new, empty, or marked as a qntz cache
+    (the project's own `.qntz/cache` is qntz's by its place)."""
+    from qntz.core.cache import CACHE_MARKER
+    from qntz.core.errors import PipelineError
+
+    fix = "point QNTZ_CACHE at a new or empty folder (qntz marks it as its own), or unset it"
+    if folder.exists() and not folder.is_dir():
+        raise PipelineError(f"{named} is not a folder", hint=fix)
+    resolved = folder.resolve()
+    holders = {Path("/"), Path.home().resolve(), root.resolve(), *root.resolve().parents}
+    if resolved in holders:
+        raise PipelineError(f"{named} is {resolved}, which holds more than a cache", hint=fix)
+    ours = folder == root / MARKER / "cache"
+    if not ours and folder.is_dir() and not (folder / CACHE_MARKER).exists() and any(
+            folder.iterdir()):
+        raise PipelineError(f"{named} is a folder qntz did not create (it has files and no "
+                            f"{CACHE_MARKER} marker): qntz will not write or remove there",
+                            hint=fix)
+    return folder
 
 
 def lay_out(files: dict[str, Path], target: Path, base: Path) -> None:
