@@ -59,7 +59,9 @@ def portable_onnx(path: Path, root: Path) -> bool:
             changed |= fixed != prop.value
             prop.value = fixed
     if changed:
-        onnx.save(model, str(path))
+        from qntz.runtime.onnx_files import save_onnx
+
+        save_onnx(model, path)
     return changed
 
 

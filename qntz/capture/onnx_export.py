@@ -45,6 +45,12 @@ class OnnxExport(Step):
                                 hint=f"name the output e.g. 'output.{clash[0]}'")
 
     @classmethod
+    def key_extras(cls, step: StepSpec, pipeline: Pipeline, digests: Any) -> dict[str, Any]:
+        from qntz.runtime.onnx_files import threshold_key
+
+        return threshold_key()  # another threshold writes other files
+
+    @classmethod
     def describe(cls, summary: dict[str, Any]) -> str:
         return describe_onnx(summary)
 
@@ -87,11 +93,13 @@ def _export_checked(ctx: StepContext, source: Any, exporter: str, path: Path
 
     from qntz.capture.determinism import portable_onnx
     from qntz.core.scratch import scratch
+    from qntz.runtime.onnx_files import install_onnx
     from qntz.runtime.onnxinfo import describe
 
-    try:
-        with quiet(*EXPORTER_LOGGERS, fds=True), scratch(ctx, "onnx-"):
-            _export(ctx, source, exporter, path)
+    try:  # written aside: past 2 GB the TorchScript exporter writes a file per tensor
+        with quiet(*EXPORTER_LOGGERS, fds=True), scratch(ctx, "onnx-") as work:
+            _export(ctx, source, exporter, work / "model.onnx")
+            install_onnx(work / "model.onnx", path)
         portable_onnx(path, ctx.pipeline.root)
         onnx.checker.check_model(str(path), full_check=False)
     except QntzError:  # the model itself failed to build: not the exporter's doing
@@ -144,6 +152,7 @@ def _export(ctx: StepContext, source: Any, exporter: str, path: Path) -> None:
     import torch
 
     from qntz.core.inputs import capture_example
+    from qntz.runtime.onnx_files import external_data_threshold
     from qntz.runtime.torchio import dynamic_shapes, export_call, output_names, to_torch
 
     inputs = ctx.pipeline.inputs
@@ -174,7 +183,22 @@ def _export(ctx: StepContext, source: Any, exporter: str, path: Path) -> None:
         is_program = hasattr(model, "graph_signature")
         shapes = dynamic_shapes(inputs, model) if dynamic and not is_program else None
         torch.onnx.export(model, args, str(path), dynamo=True, dynamic_shapes=shapes,
-                          external_data=False, verbose=False, **common)
+                          external_data=_weight_bytes(model) > external_data_threshold(),
+                          verbose=False, **common)
+
+
+def _weight_bytes(model: Any) -> int:
+    """The bytes of a model's weights, buffers and constants: whether its ONNX file will be
+    past the external-data threshold, known before exporting it."""
+    import torch
+
+    if hasattr(model, "graph_signature"):  # an ExportedProgram
+        tensors = [*model.state_dict.values(), *model.constants.values()]
+    elif isinstance(model, torch.nn.Module):
+        tensors = list(model.state_dict(keep_vars=True).values())
+    else:
+        return 0
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
 def without_defaults(model: Any, args: tuple, kwargs: dict) -> Any:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from qntz.capture.onnx_export import describe_onnx
 from qntz.core.errors import first_line
 from qntz.core.step import Step, StepContext
+
+if TYPE_CHECKING:
+    from qntz.core.spec import Pipeline, StepSpec
 
 
 class Simplify(Step):
@@ -29,21 +33,27 @@ class Simplify(Step):
     def describe(cls, summary: dict[str, Any]) -> str:
         return describe_onnx(summary)
 
-    def run(self, ctx: StepContext) -> dict[str, Any]:
-        import onnx
+    @classmethod
+    def key_extras(cls, step: StepSpec, pipeline: Pipeline, digests: Any) -> dict[str, Any]:
+        from qntz.runtime.onnx_files import threshold_key
 
+        return threshold_key()  # another threshold writes other files
+
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        from qntz.core.scratch import scratch
+        from qntz.runtime.onnx_files import save_onnx
         from qntz.runtime.onnxinfo import describe
 
         source = ctx.input_providing("onnx").file("model.onnx")
         backend = ctx.params["backend"]
-        model = onnx.load(str(source))
         try:
-            simplified = _simplify(model, backend)
+            with scratch(ctx, "simplify-"):  # onnxsim's temporary copy of a large model
+                simplified = _simplify(source, backend)
         except Exception as exc:
             raise ctx.fail(f"{backend} failed: {first_line(exc)}",
                            hint="try `backend: onnxslim`, or drop this step") from exc
         target = ctx.out / "model.onnx"
-        onnx.save(simplified, str(target))
+        save_onnx(simplified, target)
         worst = _check(ctx, source, target)
         before = describe(source)
         after = describe(target)
@@ -52,14 +62,23 @@ class Simplify(Step):
                 "inputs": after["inputs"], "outputs": after["outputs"], "opset": after["opset"]}
 
 
-def _simplify(model: Any, backend: str) -> Any:
-    if backend == "onnxslim":
+def _simplify(source: Path, backend: str) -> Any:
+    """The simplified model, in memory with its tensors. onnxsim gets a model with external
+    data by its path: it then works on the file instead of a serialized copy (which
+    protobuf refuses past 2 GB). onnxslim gets the model in memory."""
+    import onnx
+
+    from qntz.runtime.onnx_files import external_files, load_onnx
+
+    if backend == "onnxslim":  # by path it would read the data with onnx.load (see load_onnx)
         import onnxslim
 
-        return onnxslim.slim(model)
+        return onnxslim.slim(load_onnx(source))
+    by_path = bool(external_files(source))
+    model = str(source) if by_path else onnx.load(str(source))
     import onnxsim
 
-    simplified, _ = onnxsim.simplify(model, check_n=0)
+    simplified, _ = onnxsim.simplify(model, check_n=0)  # by path: read back with its data
     return simplified
 
 

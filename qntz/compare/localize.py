@@ -113,17 +113,20 @@ def localize(source: str | Path, candidate: str | Path, feed: Mapping[str, np.nd
 
     `feed` is one input (name → array), typically the one that failed compare. Temporary
     models go to a folder under `workdir` (default: `tempfile`'s, which qntz's scratch
-    points into its cache) and are removed. Models over 2 GB are not supported.
+    points into its cache) and are removed. Models past the external-data threshold
+    (`qntz.runtime.onnx_files`) are written there with their data files.
     """
     from onnxruntime.quantization.qdq_loss_debug import create_weight_matching
 
-    src, cand = onnx.load(str(source)), onnx.load(str(candidate))
+    from qntz.runtime.onnx_files import load_onnx, save_onnx
+
+    src, cand = load_onnx(Path(source)), load_onnx(Path(candidate))
     with tempfile.TemporaryDirectory(prefix="localize-", dir=workdir) as folder:
         work = Path(folder)
         src_path, cand_path = work / "source.onnx", work / "candidate.onnx"
-        onnx.save(src, str(src_path))
-        onnx.save(cand, str(cand_path))
-        onnx.save(_with_dequantized_views(cand), str(work / "view.onnx"))
+        save_onnx(src, src_path, keep=True)
+        save_onnx(cand, cand_path, keep=True)
+        save_onnx(_with_dequantized_views(cand), work / "view.onnx")
         src_acts = _activations(src_path, _feed_for(src, feed))
         cand_acts = _activations(work / "view.onnx", _feed_for(cand, feed))
         weights = create_weight_matching(str(src_path), str(cand_path))
@@ -213,8 +216,12 @@ def _activations(model_path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.
         modify_model_output_intermediate_tensors,
     )
 
+    from qntz.runtime.onnx_files import data_file
+
     exposed = model_path.with_name(model_path.stem + "-exposed.onnx")
-    modify_model_output_intermediate_tensors(str(model_path), str(exposed))
+    # external data in, external data out (ORT names that data file itself)
+    modify_model_output_intermediate_tensors(
+        str(model_path), str(exposed), save_as_external_data=data_file(model_path).is_file())
     return {name: values[0] for name, values in collect_activations(str(exposed), [feed]).items()}
 
 

@@ -109,7 +109,12 @@ def lay_out(files: dict[str, Path], target: Path, base: Path) -> None:
 
 
 def _link_or_copy(source: Path, dest: Path) -> None:
+    """A hard link, except for ONNX external data (`*.data`): onnx refuses to load a data
+    file with more than one link (its guard against hard-link attacks), so users could not
+    `onnx.load` the laid-out model, nor qntz the cached one."""
     try:
+        if dest.name.endswith(".data"):
+            raise OSError("copied")
         os.link(source, dest)
     except OSError:
         shutil.copyfile(source, dest)

@@ -132,6 +132,7 @@ def mean_inputs(model: Any, found: list[Layer], feeds: list[dict[str, np.ndarray
     import onnx
     from onnx import helper
 
+    from qntz.runtime.onnx_files import session_source
     from qntz.runtime.ortrun import session
 
     probe = onnx.ModelProto()
@@ -140,7 +141,9 @@ def mean_inputs(model: Any, found: list[Layer], feeds: list[dict[str, np.ndarray
     known = {o.name for o in probe.graph.output}
     probe.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
                               for n in names if n not in known)
-    sess = session(probe.SerializeToString())
+    with session_source(probe) as source:
+        sess = session(source)
+    del probe
     inputs = {i.name for i in sess.get_inputs()}
     sums: list[np.ndarray] = [np.zeros(1)] * len(found)
     rows = 0
@@ -164,8 +167,10 @@ def correct_biases(quantized: Path, reference: Path, feeds: list[dict[str, np.nd
     import onnx
     from onnx import numpy_helper
 
+    from qntz.runtime.onnx_files import load_onnx, save_onnx
+
     model = onnx.load(str(quantized))
-    found = layers(onnx.load(str(reference), load_external_data=False), model)
+    found = layers(load_onnx(reference), model)  # with its data: the float weights are read
     if not found:
         return {"layers": 0}
     tensors = {i.name: i for i in model.graph.initializer}
@@ -177,5 +182,5 @@ def correct_biases(quantized: Path, reference: Path, feeds: list[dict[str, np.nd
         largest = max(largest, float(np.abs(shift).max()))
         moved = np.clip(bias - np.round(shift / scale).astype(np.int64), limit.min, limit.max)
         tensors[layer.bias].CopyFrom(numpy_helper.from_array(moved.astype(np.int32), layer.bias))
-    onnx.save(model, str(quantized))
+    save_onnx(model, quantized)
     return {"layers": len(found), "largest_shift": round(largest, 6)}

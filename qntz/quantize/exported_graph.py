@@ -172,6 +172,8 @@ def _intermediates(model: Any, feed: dict[str, np.ndarray]) -> dict[str, np.ndar
     import onnxruntime as ort
     from onnx import helper
 
+    from qntz.runtime.onnx_files import session_source
+
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     known = {o.name for o in probe.graph.output}
@@ -181,8 +183,8 @@ def _intermediates(model: Any, feed: dict[str, np.ndarray]) -> dict[str, np.ndar
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
-    sess = ort.InferenceSession(probe.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+    with session_source(probe) as source:
+        sess = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     names = {i.name for i in sess.get_inputs()}
     values = sess.run(None, {k: v for k, v in feed.items() if k in names})
     return {o.name: v for o, v in zip(sess.get_outputs(), values) if isinstance(v, np.ndarray)}
@@ -191,10 +193,12 @@ def _intermediates(model: Any, feed: dict[str, np.ndarray]) -> dict[str, np.ndar
 def unflatten_linears(model: Any) -> int:
     """Reshape(x, [-1, K]) → MatMul → Add → Reshape back, as simplifiers write a Linear over
     a 3-D input, becomes MatMul → Add on x itself: the attention patterns need it."""
-    from onnx import numpy_helper, shape_inference
+    from onnx import numpy_helper
+
+    from qntz.runtime.onnx_files import infer_shapes
 
     constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    inferred = shape_inference.infer_shapes(model).graph
+    inferred = infer_shapes(model, with_data=False).graph  # any size
     ranks = {v.name: len(v.type.tensor_type.shape.dim)
              for v in [*inferred.value_info, *inferred.input, *inferred.output]
              if v.type.tensor_type.HasField("shape")}

@@ -28,6 +28,8 @@ def protect_float_nodes(path: Path) -> list[str]:
     ONNX Runtime's optimizer; returns their names."""
     import onnx
 
+    from qntz.runtime.onnx_files import save_onnx
+
     model = onnx.load(str(path))
     if _opset(model) < PER_AXIS_OPSET:
         return []
@@ -51,7 +53,7 @@ def protect_float_nodes(path: Path) -> list[str]:
                  for m in (n, *after.get(n.output[0] if n.output else "", []))]
         del graph.node[:]
         graph.node.extend(nodes)
-        onnx.save(model, str(path))
+        save_onnx(model, path)
     return protected
 
 

@@ -58,6 +58,8 @@ def fuse_for_onnxruntime(source: Path, target: Path, feeds: list[dict[str, np.nd
     `dynamic` names the dynamic axes of each input (input → axis → dim name)."""
     import onnx
 
+    from qntz.runtime.onnx_files import save_onnx
+
     result = Fusion()
     model = onnx.load(str(source))
     prepared = {"linear_without_flatten": unflatten_linears(model),
@@ -81,7 +83,7 @@ def fuse_for_onnxruntime(source: Path, target: Path, feeds: list[dict[str, np.nd
     for label, variant in _attention_variants(fused):
         residual = _prefer_sum_residuals(variant)
         if _agrees(variant, reference, checks):
-            onnx.save(variant, str(target))
+            save_onnx(variant, target)
             result.used, result.attention, result.residual = True, label, residual
             return result
         result.notes.append(f"attention as {label} changed the float outputs; not used")
@@ -343,10 +345,12 @@ def _agrees(candidate: Any, reference: list[list[np.ndarray]],
     """Every output equal to the unfused model's up to float rounding, row by row (rows the
     unfused model itself gives NaN or infinity for are not compared)."""
     from qntz.runtime.metrics import row_cosines
+    from qntz.runtime.onnx_files import session_source
     from qntz.runtime.ortrun import run, session
 
     try:
-        sess = session(candidate.SerializeToString())
+        with session_source(candidate) as source:
+            sess = session(source)
         got = [run(sess, feed) for feed in feeds]
     except Exception:
         return False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
     from qntz.core.data import load_dataset
     from qntz.core.scratch import scratch
     from qntz.quantize.ort_tools import choose_recipe, preprocess, untie_weights
+    from qntz.runtime.onnx_files import install_onnx
     from qntz.runtime.onnxinfo import describe
 
     params = ctx.params
@@ -33,7 +33,7 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
             ctx.report("pre-processing")
             note = preprocess(source, prepared, work)
         else:
-            shutil.copyfile(source, prepared)
+            install_onnx(source, prepared)  # the data file renamed with it
         untie_weights(prepared)
         try:
             recipe = choose_recipe(onnx.load(str(prepared)), params)
@@ -64,7 +64,7 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
         elif params["max_drop"] is None:
             check_agreement(ctx, accuracy)
         check_tolerance(ctx, accuracy)
-        shutil.copyfile(quantized, ctx.out / "model.onnx")
+        install_onnx(quantized, ctx.out / "model.onnx")
         actions = node_actions(prepared, ctx.out / "model.onnx", recipe, params, kept)
         if (work / "calibration.json").is_file():  # tensor ranges, in a stable order
             ranges = json.loads((work / "calibration.json").read_text())

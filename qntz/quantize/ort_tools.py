@@ -136,6 +136,7 @@ def gemm_to_matmul(path: Path) -> int:
     from onnx import helper, numpy_helper
 
     from qntz.quantize.exported_graph import drop_unused
+    from qntz.runtime.onnx_files import save_onnx
 
     model = onnx.load(str(path))
     weights = {i.name: i for i in model.graph.initializer}
@@ -162,7 +163,7 @@ def gemm_to_matmul(path: Path) -> int:
         del model.graph.node[:]
         model.graph.node.extend(nodes)
         drop_unused(model)  # the transposed weights replaced the originals
-        onnx.save(model, str(path))
+        save_onnx(model, path)
     return changed
 
 
@@ -172,6 +173,8 @@ def untie_weights(path: Path) -> int:
     all-ones weights of fresh BatchNorms: timm's LeViT), and ONNX Runtime's quantizer then
     writes one name as int32 (a bias) and as int8 (a weight), a model it cannot load."""
     import onnx
+
+    from qntz.runtime.onnx_files import save_onnx
 
     model = onnx.load(str(path))
     graph = model.graph
@@ -194,7 +197,7 @@ def untie_weights(path: Path) -> int:
                 node.input[slot], readers[name] = copy.name, readers[name] - 1
                 copies += 1
     if copies:
-        onnx.save(model, str(path))
+        save_onnx(model, path)
     return copies
 
 
@@ -208,6 +211,18 @@ def preprocess(source: Path, target: Path, scratch: Path) -> str:
     step running in it)."""
     import onnx
 
+    from qntz.runtime.onnx_files import (
+        data_file,
+        external_data_threshold,
+        external_files,
+        install_onnx,
+        save_onnx,
+        stored_bytes,
+    )
+
+    if external_files(source):  # ORT's tools read it with onnx.load, which refuses a data
+        install_onnx(source, scratch / "source.onnx")  # file hard-linked as the cache's are
+        source = scratch / "source.onnx"
     try:
         shaped = _symbolic_shapes(onnx.load(str(source)))
     except AttributeError:  # another ONNX Runtime: the isolated, slower way
@@ -217,9 +232,13 @@ def preprocess(source: Path, target: Path, scratch: Path) -> str:
     start = source
     if shaped is not None:  # as a file: handed a ModelProto, ORT loses its initializers
         start = scratch / "shaped.onnx"
-        onnx.save(shaped, str(start))
+        save_onnx(shaped, start)
+    large = stored_bytes(start) > external_data_threshold()
     with quiet(""):  # ONNX Runtime's quantization tools log to the root logger at length
-        quant_pre_process(str(start), str(target), skip_symbolic_shape=True)
+        quant_pre_process(str(start), str(target), skip_symbolic_shape=True,
+                          save_as_external_data=large, all_tensors_to_one_file=True,
+                          external_data_location=data_file(target).name)
+    install_onnx(target, target)  # ORT's layout (data file, tensor threshold) made qntz's
     return ("shape inference and optimization" if shaped is not None else
             "ONNX shape inference and optimization (symbolic shape inference failed)")
 
@@ -299,9 +318,13 @@ def quantize_int8(source: Path, target: Path, recipe: Recipe, params: dict[str, 
         quantize_static,
     )
 
+    from qntz.runtime.onnx_files import external_data_threshold, stored_bytes
+
     common = {"op_types_to_quantize": recipe.op_types, "nodes_to_quantize": recipe.nodes,
               "nodes_to_exclude": recipe.exclude_nodes or None,
-              "per_channel": recipe.per_channel, "weight_type": QuantType.QInt8}
+              "per_channel": recipe.per_channel, "weight_type": QuantType.QInt8,
+              # past the threshold ORT writes `<target>.data` beside the target
+              "use_external_data_format": stored_bytes(source) > external_data_threshold()}
     with quiet(""):
         if recipe.mode == "dynamic":
             quantize_dynamic(str(source), str(target), **common)
@@ -321,17 +344,21 @@ def quantize_int8(source: Path, target: Path, recipe: Recipe, params: dict[str, 
 
 def convert_fp16(source: Path, target: Path, params: dict[str, Any]) -> list[str]:
     """Float16 everywhere but the kept ops; inputs and outputs stay float32 by default."""
-    import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    model = onnx.load(str(source))
+    from qntz.runtime.onnx_files import infer_shapes, is_large, load_onnx, save_onnx
+
+    model = load_onnx(source)
+    large = is_large(model)
+    if large:  # the converter's own shape inference serializes the model: past 2 GB it fails
+        model = infer_shapes(model)
     blocked = sorted(set(params["exclude_op_types"]))
     with quiet(""):
         converted = convert_float_to_float16(
-            model, keep_io_types=params["keep_io_types"],
+            model, keep_io_types=params["keep_io_types"], disable_shape_infer=large,
             op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(blocked)),
             node_block_list=list(params["exclude_nodes"]) or None)
-    onnx.save(converted, str(target))
+    save_onnx(converted, target)
     return blocked
 
 
@@ -343,6 +370,8 @@ def retype_bf16(path: Path) -> None:
     """
     import onnx
     from onnx import TensorProto, numpy_helper
+
+    from qntz.runtime.onnx_files import save_onnx
 
     model = onnx.load(str(path))
 
@@ -366,7 +395,7 @@ def retype_bf16(path: Path) -> None:
     for value in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
         if value.type.tensor_type.elem_type == TensorProto.FLOAT16:
             value.type.tensor_type.elem_type = TensorProto.BFLOAT16
-    onnx.save(model, str(path))
+    save_onnx(model, path)
 
 
 def _input_names(path: Path) -> set[str]:

@@ -93,11 +93,12 @@ class Quantize(Step):
     def key_extras(cls, step: StepSpec, pipeline: Pipeline, digests: FileDigests) -> dict:
         from qntz.core.data import data_digest
         from qntz.quantize.bars import compare_bars
+        from qntz.runtime.onnx_files import threshold_key
 
         if step.params["precision"] != "int8":
-            return {}
+            return threshold_key()  # another external-data threshold writes other files
         return {"data": data_digest(pipeline, step.params["data"], digests),
-                "compare_bars": compare_bars(pipeline, step.id)}
+                "compare_bars": compare_bars(pipeline, step.id), **threshold_key()}
 
     @classmethod
     def describe(cls, summary: dict[str, Any]) -> str:
