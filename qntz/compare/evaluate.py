@@ -238,8 +238,20 @@ def _time(runner: Runner, feed: dict[str, np.ndarray], params: dict[str, Any]) -
     return latency_ms(lambda: runner(feed), params["iterations"], params["warmup"])
 
 
-def _tolerance(ctx: StepContext, step_id: str, output: str) -> dict[str, Any]:
-    """Settings for one output of one candidate: step-wide, then per candidate, per output."""
+LOSSY_PRECISIONS = ("int8", "fp16", "bf16")
+
+
+def lossy(artifact: Artifact) -> bool:
+    """A candidate made to lose precision (INT8, FP16, BF16 ONNX or engines)."""
+    return artifact.summary.get("precision") in LOSSY_PRECISIONS
+
+
+def _tolerance(ctx: StepContext, step_id: str, output: str, lossy: bool = False
+               ) -> dict[str, Any]:
+    """Settings for one output of one candidate: step-wide, then per candidate, per output.
+    A lossy candidate nobody wrote a bar for is judged by mean cosine ≥ `threshold` (0.99
+    by default), range ends apart: INT8 is never within 1e-4 of float, and a conversion
+    that broke it (a baked constant, a wrong activation) is far below that cosine."""
     params = ctx.params
     tol = {k: params[k] for k in ("atol", "rtol", "metric", "threshold", "scale")}
     for override in (params["tolerances"].get(step_id, {}), params["outputs"].get(output, {})):
@@ -249,7 +261,20 @@ def _tolerance(ctx: StepContext, step_id: str, output: str) -> dict[str, Any]:
         tol.update(override)
     if tol["metric"] == "auto" and (params["atol"] is not None or params["rtol"] is not None):
         tol["metric"] = "allclose"
+    if tol["metric"] == "auto" and lossy:
+        tol["metric"] = "cosine"
     return tol
+
+
+def _accept_hint(step_id: str, stat: OutputStats) -> str:
+    """The tolerance a person writes to accept what was measured, if the loss is fine."""
+    value = stat.top1 if stat.metric == "top1" else stat.cosine_mean
+    metric = "top1" if stat.metric == "top1" else "cosine"
+    if value is None or not np.isfinite(value) or value <= 0:
+        return ""
+    threshold = np.floor(value * 100) / 100
+    return (f" (fix: if this loss is acceptable, write `tolerances: {{{step_id}: {{metric: "
+            f"{metric}, threshold: {threshold:.2f}}}}}` on the compare step)")
 
 
 def _add_outputs(stats: list[OutputStats], label: str, feed: dict[str, np.ndarray],
@@ -289,7 +314,8 @@ def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
                     f"{len(got)} outputs, the reference {len(want)}"}
         if not stats:
             names = names if len(names) == len(want) else [f"output_{i}" for i in range(len(want))]
-            stats = [OutputStats(n, **_tolerance(ctx, step_id, n)) for n in names]
+            stats = [OutputStats(n, **_tolerance(ctx, step_id, n, lossy(artifact)))
+                     for n in names]
         _add_outputs(stats, label, feed, got, want, references)
         _add_size(sizes, label, got, want)
     for stat in stats:
@@ -305,4 +331,5 @@ def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
     if not bad:
         return {**row, "status": "pass", "reason": ""}
     return {**row, "status": "fail",
-            "reason": f"{step_id} ({kind}) output '{bad[0].name}': {bad[0].verdict()}"}
+            "reason": f"{step_id} ({kind}) output '{bad[0].name}': {bad[0].verdict()}"
+                      + _accept_hint(step_id, bad[0])}
