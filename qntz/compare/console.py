@@ -40,11 +40,18 @@ def _row(c: dict[str, Any]) -> list[str]:
             "—" if c.get("cosine_min") is None else f"{c['cosine_min']:.5f}",
             "—" if c.get("top1") is None else f"{c['top1']:.1%}",
             f"{lat['median']:.2f}" if lat else "—",
-            f"{c['speedup']:.2f}x" if c.get("speedup") else "—", _vs_source(c)]
+            _speed(c, "speedup"), _vs_source(c)]
+
+
+def _speed(c: dict[str, Any], key: str) -> str:
+    if c.get(key) is None:
+        return "—"
+    text = f"{c[key]:.2f}x"
+    return f"[yellow]{text}±[/]" if c.get(f"{key}_wide") else text
 
 
 def _vs_source(c: dict[str, Any]) -> str:
     if c.get("speedup_vs_source") is None:
         return "—"
-    text = f"{c['speedup_vs_source']:.2f}x"
+    text = _speed(c, "speedup_vs_source")
     return f"[red]{text} not faster[/]" if c["not_faster_than_source"] else text

@@ -15,6 +15,7 @@ from qntz.compare.runners import (
     runner_for,
     torch_runner,
 )
+from qntz.compare.timing import interleaved, machine, speedup
 from qntz.core.cache import Artifact
 from qntz.core.inputs import evaluation_samples, generate_feed, opt_sizes
 from qntz.core.step import StepContext
@@ -26,6 +27,9 @@ Samples = list[tuple[str, dict[str, np.ndarray]]]
 SIZE_ITERATIONS = 3  # timed runs per input size, per candidate (volatile, like all latency)
 
 
+REFERENCE = "\0reference"  # the reference's name among the timed models (no step id)
+
+
 def evaluate(ctx: StepContext) -> dict[str, Any]:
     params = ctx.params
     samples = sample_inputs(ctx.pipeline, params)
@@ -35,40 +39,54 @@ def evaluate(ctx: StepContext) -> dict[str, Any]:
     expected = [reference(feed) for _, feed in samples]
     exact = _float64_reference(ctx) if params["reference"] is None else None
     jitter = _jittered_reference(ctx) if params["reference"] is None else None
-    timing_feed = _timing_feed(ctx)
-    ref_latency = _time(reference, timing_feed, params)
     names = getattr(reference, "names", None) or next(
         (list(a.summary["outputs"]) for a in ctx.inputs.values()
          if "onnx" in a.provides and a.summary.get("outputs")), [])
-    candidates = []
+    candidates, runners = [], {REFERENCE: reference}
     for step_id, artifact in ctx.inputs.items():
         if step_id == ref_id or artifact_kind(artifact) is None:
             continue
         ctx.report(f"candidate {step_id}")
-        row = _candidate(ctx, artifact, samples, expected, timing_feed, names, (exact, jitter))
-        if row.get("latency_ms") and ref_latency:
-            row["speedup"] = ref_latency["median"] / row["latency_ms"]["median"]
-        candidates.append(row)
-    _speedups_vs_source(ctx, candidates)
+        candidates.append(_candidate(ctx, artifact, samples, expected, names, runners,
+                                     (exact, jitter)))
+    ctx.report("timing every model, interleaved")
+    feed = _timing_feed(ctx)
+    timed = interleaved({n: (lambda r=r: r(feed)) for n, r in runners.items()},
+                        params["iterations"], params["warmup"])
+    for row in candidates:
+        _add_speed(row, timed, REFERENCE, "speedup")
+    _speedups_vs_source(ctx, candidates, timed)
     return {"reference": {"id": ref_id, "runs": ref_label,
-                          "latency_ms": ref_latency},
+                          "latency_ms": timed.get(REFERENCE)},
+            "machine": machine() if timed else None,
             "samples": [label for label, _ in samples],
             "tolerance": {k: params[k] for k in ("metric", "atol", "rtol", "scale")},
             "candidates": candidates,
             "passed": all(c["status"] in ("pass", "not run") for c in candidates)}
 
 
-def _speedups_vs_source(ctx: StepContext, candidates: list[dict[str, Any]]) -> None:
+def _add_speed(row: dict[str, Any], timed: dict[str, Any], against: str, key: str) -> None:
+    """`row[key]`: the median per-round ratio of `against`'s time to the row's, with its
+    range (`<key>_range`) and whether that range is too wide to trust (`<key>_wide`)."""
+    if row["id"] in timed:
+        row["latency_ms"] = timed[row["id"]]
+    found = speedup(timed.get(against), timed.get(row["id"]))
+    if found is not None:
+        row[key] = found["median"]
+        row[f"{key}_range"] = [found["low"], found["high"]]
+        row[f"{key}_wide"] = found["wide"]
+
+
+def _speedups_vs_source(ctx: StepContext, candidates: list[dict[str, Any]],
+                        timed: dict[str, Any]) -> None:
     """An optimized candidate (quantize, tensorrt) against the float model it came from."""
-    rows = {c["id"]: c for c in candidates}
     for row in candidates:
         source = ctx.inputs[row["id"]].summary.get("source")
         if source is None:
             continue
         row["source"] = source
-        mine, theirs = row.get("latency_ms"), rows.get(source, {}).get("latency_ms")
-        if mine and theirs:
-            row["speedup_vs_source"] = theirs["median"] / mine["median"]
+        _add_speed(row, timed, source, "speedup_vs_source")
+        if "speedup_vs_source" in row:
             # within 5% of the float model is noise, not an optimization worth its risk
             row["not_faster_than_source"] = row["speedup_vs_source"] < 1.05
 
@@ -232,12 +250,6 @@ def _dims(size: str) -> list[int]:
             if part.partition("=")[2].isdigit()]
 
 
-def _time(runner: Runner, feed: dict[str, np.ndarray], params: dict[str, Any]) -> Any:
-    if not params["iterations"]:
-        return None
-    return latency_ms(lambda: runner(feed), params["iterations"], params["warmup"])
-
-
 LOSSY_PRECISIONS = ("int8", "fp16", "bf16")
 
 
@@ -289,9 +301,11 @@ def _add_outputs(stats: list[OutputStats], label: str, feed: dict[str, np.ndarra
 
 
 def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
-               expected: list[list[np.ndarray]], timing_feed: dict[str, np.ndarray],
-               default_names: list[str], references: tuple[Any, Any] = (None, None)
+               expected: list[list[np.ndarray]], default_names: list[str],
+               runners: dict[str, Runner], references: tuple[Any, Any] = (None, None)
                ) -> dict[str, Any]:
+    """The candidate's accuracy row; a candidate that ran is added to `runners`, to be
+    timed with the others."""
     step_id, kind = artifact.step_id, artifact_kind(artifact)
     row: dict[str, Any] = {"id": step_id, "artifact": kind}
     try:
@@ -326,7 +340,7 @@ def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
     row["max_abs"] = max((s.max_abs for s in stats), default=0.0)
     row["cosine_min"] = min((s.cosine_min for s in stats), default=1.0)
     row["top1"] = stats[0].top1 if stats else None
-    row["latency_ms"] = _time(runner, timing_feed, ctx.params)
+    runners[step_id] = runner
     bad = [s for s in stats if not s]
     if not bad:
         return {**row, "status": "pass", "reason": ""}

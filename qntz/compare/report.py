@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-TIMING = ("latency_ms", "speedup", "speedup_vs_source", "not_faster_than_source",
+TIMING = ("latency_ms", "speedup", "speedup_range", "speedup_wide", "speedup_vs_source",
+          "speedup_vs_source_range", "speedup_vs_source_wide", "not_faster_than_source",
           "size_latency_ms")
 MARK = {"pass": "✅ pass", "fail": "❌ FAIL", "error": "❌ ERROR", "not run": "⚠️ not run"}
 
@@ -22,11 +23,20 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.2%}"
 
 
+def speed(c: dict[str, Any], key: str = "speedup") -> str:
+    """A speedup with the range of its per-round ratios: `3.01x (2.9–3.1)`."""
+    if c.get(key) is None:
+        return "—"
+    low, high = c.get(f"{key}_range") or (None, None)
+    spread = f" ({low:.2f}–{high:.2f})" if low is not None else ""
+    return f"{c[key]:.2f}x{spread}" + (" ⚠️ wide" if c.get(f"{key}_wide") else "")
+
+
 def _vs_source(c: dict[str, Any]) -> str:
     if "speedup_vs_source" not in c:
         return "—"
     flag = " ⚠️ not faster than its float source" if c["not_faster_than_source"] else ""
-    return f"{c['speedup_vs_source']:.2f}x vs `{c['source']}`{flag}"
+    return f"{speed(c, 'speedup_vs_source')} vs `{c['source']}`{flag}"
 
 
 def _decider(o: dict[str, Any]) -> str:
@@ -64,11 +74,11 @@ def markdown(report: dict[str, Any], name: str) -> str:
     for c in report["candidates"]:
         outs = c.get("outputs") or []
         max_rel = max((o["max_rel"] for o in outs), default=None)
-        speed = f"{c['speedup']:.2f}x" if c.get("speedup") else "—"
         lines.append(
             f"| `{c['id']}` | {c['artifact']} | {MARK[c['status']]} | {_num(c.get('max_abs'))} | "
             f"{_num(max_rel)} | {_num(c.get('cosine_min'), '.6f')} | {_pct(c.get('top1'))} | "
-            f"{_latency(c.get('latency_ms'))} | {speed} | {_vs_source(c)} |")
+            f"{_latency(c.get('latency_ms'))} | {speed(c)} | {_vs_source(c)} |")
+    lines += _timing_notes(report)
     problems = [c for c in report["candidates"] if c["status"] != "pass"]
     slower = [c for c in report["candidates"] if c.get("not_faster_than_source")]
     if problems or slower:
@@ -89,6 +99,24 @@ def markdown(report: dict[str, Any], name: str) -> str:
                 f"{o['rtol']:g} | "
                 f"{o['worst_sample'] or '—'} |")
     return "\n".join(lines + _range_end_rows(report)) + "\n"
+
+
+def _timing_notes(report: dict[str, Any]) -> list[str]:
+    """Where the figures come from, and a warning when the rounds disagree."""
+    notes = []
+    where = report.get("machine")
+    if where:
+        notes.append(f"Timed interleaved (every model in each round, the order rotated) on "
+                     f"{where['cpu']}, {where['cores']} cores, torch threads "
+                     f"{where['threads'].get('torch', '—')}; a speedup is the median of the "
+                     "per-round ratios, their range in brackets.")
+    wide = [c["id"] for c in report["candidates"]
+            if c.get("speedup_wide") or c.get("speedup_vs_source_wide")]
+    if wide:
+        notes.append(f"⚠️ The rounds disagree by more than 25% for {', '.join(wide)}: the "
+                     "machine was busy while timing; re-measure on a quiet machine "
+                     "(`qntz run FILE --remeasure`).")
+    return ["", *notes] if notes else []
 
 
 def _range_end_rows(report: dict[str, Any]) -> list[str]:
@@ -118,6 +146,7 @@ def split_timing(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     timing: dict[str, Any] = {
         "reference": {"id": reference["id"], "latency_ms": reference.pop("latency_ms", None),
                       "size_latency_ms": reference.pop("size_latency_ms", None)},
+        "machine": lasting.pop("machine", None),
         "candidates": {c["id"]: {k: c.pop(k) for k in TIMING if k in c}
                        for c in lasting["candidates"]}}
     return lasting, timing

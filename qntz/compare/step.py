@@ -31,7 +31,7 @@ TOLERANCE = {"type": "object", "additionalProperties": False,
 
 class Compare(Step):
     kind = "compare"
-    version = 7  # lossy candidates default to cosine; near-zero range ends by the draws
+    version = 7  # lossy candidates default to cosine; near-zero ends by the draws' scale
     help = "run the reference and every candidate on fresh inputs; fail beyond tolerance"
     params = {
         "reference": {"type": ["string", "null"], "default": None,
@@ -128,7 +128,8 @@ class Compare(Step):
                   or (c["status"] == "not run" and c["id"] in ctx.params["require"])]
         summary: dict[str, Any] = {"passed": not failed, "candidates": [
             {k: c.get(k) for k in ("id", "artifact", "status", "reason", "latency_ms", "speedup",
-                                   "speedup_vs_source", "source", "not_faster_than_source",
+                                   "speedup_range", "speedup_wide", "speedup_vs_source",
+                                   "speedup_vs_source_wide", "source", "not_faster_than_source",
                                    "max_abs", "cosine_min", "top1")}
             for c in report["candidates"]],
             "reference": report["reference"], "volatile": ["latency.json", "report.md"],

@@ -198,9 +198,10 @@ class Cache:
                expected: dict[str, str] | None = None) -> Artifact:
         """Move a finished build into place. Call with the key's lock held.
 
-        A valid entry already there (a forced re-run that produced the same content, or a
-        process that raced without the lock) is kept; a corrupt one is replaced. With
-        `expected` (files downloaded against a manifest), any other content is refused.
+        A valid entry already there with the same files (a process that raced without the
+        lock) is kept; a corrupt one is replaced, and so is one whose volatile files differ
+        (a forced re-run's new figures replace the old). With `expected` (files downloaded
+        against a manifest), any other content is refused.
         """
         out = workspace / "out"
         manifest = self._manifest(key, out, provides, summary, record)
@@ -210,7 +211,7 @@ class Cache:
             raise DigestMismatch(f"{wrong[0]} does not match its digest")
         target = self.entry_dir(key)
         existing, _ = self.lookup(step_id, key, strict=True)
-        if existing is not None and existing.digest == manifest["digest"]:
+        if existing is not None and existing.files() == manifest["files"]:
             self.discard(workspace)
             return existing
         target.parent.mkdir(parents=True, exist_ok=True)

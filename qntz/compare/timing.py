@@ -1,0 +1,98 @@
+"""Latency figures that hold under load: every model timed in the same rounds.
+
+Timing the reference, then each candidate, lets whatever else the machine does land on one
+of them (a 42x "speedup" measured while another job ran during the reference). Here each
+round runs every model a few times in turn, the order rotated from round to round, so load
+hits all alike; a speedup is the median of the per-round ratios, reported with their
+spread, and a wide spread is said. The machine the figures come from is recorded beside
+them.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+ROUNDS = 5
+WIDE_SPREAD = 0.25  # (max - min) / median of the per-round ratios past which we warn
+
+
+def interleaved(calls: dict[str, Callable[[], Any]], iterations: int, warmup: int
+                ) -> dict[str, dict[str, Any]]:
+    """Per model: median and p90 of every timed run (ms), and each round's median."""
+    if not iterations or not calls:
+        return {}
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    rounds = min(ROUNDS, iterations)
+    per_round = max(1, iterations // rounds)
+    runs: dict[str, list[float]] = {name: [] for name in calls}
+    medians: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for index in range(rounds):
+        for name in names[index % len(names):] + names[:index % len(names)]:
+            times = [_once(calls[name]) for _ in range(per_round)]
+            runs[name] += times
+            medians[name].append(float(np.median(times)))
+    return {name: {"median": float(np.median(runs[name])),
+                   "p90": float(np.percentile(runs[name], 90)),
+                   "iterations": len(runs[name]), "rounds": medians[name]}
+            for name in names}
+
+
+def _once(call: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    call()
+    return (time.perf_counter() - start) * 1e3
+
+
+def speedup(slow: dict[str, Any] | None, fast: dict[str, Any] | None
+            ) -> dict[str, Any] | None:
+    """How many times faster `fast` ran than `slow`: the median of the per-round ratios,
+    their range, and whether that range is too wide to trust the median alone."""
+    if not slow or not fast:
+        return None
+    ratios = [s / f for s, f in zip(slow["rounds"], fast["rounds"]) if f > 0]
+    if not ratios:
+        return None
+    middle = float(np.median(ratios))
+    low, high = float(min(ratios)), float(max(ratios))
+    return {"median": middle, "low": low, "high": high,
+            "wide": middle > 0 and (high - low) / middle > WIDE_SPREAD}
+
+
+@cache
+def machine() -> dict[str, Any]:
+    """The CPU and thread counts the figures were measured with."""
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "threads": _threads(),
+            "python": platform.python_version()}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _threads() -> dict[str, Any]:
+    threads: dict[str, Any] = {}
+    try:
+        import torch
+
+        threads["torch"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    threads["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS")
+    return threads

@@ -1,0 +1,56 @@
+"""Latency figures that hold under load and are refreshed when asked (issue 22): every model
+timed in the same rounds, a speedup as the median of per-round ratios with its range, the
+machine recorded, a forced compare's new figures kept."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from conftest import pipeline_text
+from qntz.compare.timing import interleaved, speedup
+
+STEPS = "capture: {uses: trace}\nonnx: {}\nint8: {uses: quantize}\ncompare: {needs: [onnx, int8]}"
+
+
+def test_a_speedup_is_the_median_of_per_round_ratios_under_bursts_of_load():
+    calls = {"reference": 0}
+
+    def burst() -> float:  # load that lands on whatever runs during the second round
+        calls["reference"] += 1
+        return 0.02 if 9 <= calls["reference"] <= 16 else 0.0
+
+    timed = interleaved({"slow": lambda: time.sleep(0.004 + burst()),
+                         "fast": lambda: time.sleep(0.002 + burst())}, iterations=20, warmup=0)
+    found = speedup(timed["slow"], timed["fast"])
+    assert 1.6 < found["median"] < 2.4, found  # the burst moves one round, not the median
+    assert found["low"] < found["median"] and found["wide"]
+    assert len(timed["slow"]["rounds"]) == 5 and timed["slow"]["iterations"] == 20
+
+
+def test_the_report_shows_the_spread_and_the_machine(ws):
+    path = ws.pipeline(pipeline_text("models.clean:SmallCNN", STEPS))
+    assert ws.qntz("run", path).code == 0
+    timing = json.loads((ws.root / "out" / "t" / "compare" / "latency.json").read_text())
+    assert timing["machine"]["cores"] and timing["machine"]["cpu"]
+    int8 = timing["candidates"]["int8"]
+    low, high = int8["speedup_vs_source_range"]
+    assert low <= int8["speedup_vs_source"] <= high
+    report = (ws.root / "out" / "t" / "compare" / "report.md").read_text()
+    assert "Timed interleaved" in report and f"({low:.2f}–{high:.2f})" in report
+    lasting = json.loads((ws.root / "out" / "t" / "compare" / "report.json").read_text())
+    assert "machine" not in lasting and "speedup" not in lasting["candidates"][0]
+
+
+def test_a_forced_compare_keeps_its_new_figures(ws):
+    path = ws.pipeline(pipeline_text("models.clean:SmallCNN", STEPS))
+    assert ws.qntz("run", path).code == 0
+    latency = ws.root / "out" / "t" / "compare" / "latency.json"
+    first = latency.read_text()
+    lock = path.with_name("pipeline.lock.json").read_text()
+    forced = ws.qntz("run", path, "--step", "compare", "--force")
+    assert forced.code == 0
+    assert latency.read_text() != first  # re-measured, and the new figures are the ones kept
+    assert path.with_name("pipeline.lock.json").read_text() == lock  # accuracy: unchanged
+    again = ws.qntz("run", path)
+    assert again.code == 0 and latency.read_text() != first
