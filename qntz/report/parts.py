@@ -50,6 +50,7 @@ def candidate(row: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
     return {"name": row["id"], "status": row["status"], "passed": PASSED.get(row["status"]),
             "reason": row.get("reason") or None, "metric": metric, "value": value,
             "tolerance": tolerance, "latency_ms": _median(timing.get("latency_ms")),
+            "speedup": timing.get("speedup"), "speedup_range": timing.get("speedup_range"),
             "outputs": _outputs(row), "sizes": _sizes(row, timing.get("size_latency_ms")),
             "divergence": _divergence(row.get("divergence"))}
 

@@ -16,15 +16,55 @@ from qntz.core.cache import Artifact
 STATES = {"pulled": "cached"}  # a step pulled from the remote cache was not built here
 
 
-def run_record(pipeline: Any, artifacts: Mapping[str, Artifact], run: dict[str, Any]
-               ) -> dict[str, Any]:
-    """The record of the recorded `run` (empty: what the cache holds) of `pipeline`."""
+def run_record(pipeline: Any, artifacts: Mapping[str, Artifact], run: dict[str, Any],
+               stale: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """The record of the recorded `run` (empty: what the cache holds) of `pipeline`;
+    `stale`: the steps the pipeline as it is now would re-run, and why."""
     recorded = run.get("steps") or {}
     steps = [_step(pipeline, pipeline.steps[sid], artifacts.get(sid), recorded.get(sid) or {})
              for sid in pipeline.order()]
     _not_run_engines(steps, artifacts)
     return {"report": 1, "pipeline": pipeline.name, "recorded_at": run.get("recorded_at"),
+            "stale": stale or [], "verdict": verdict(pipeline, steps, artifacts),
             "steps": steps}
+
+
+def verdict(pipeline: Any, steps: list[dict[str, Any]], artifacts: Mapping[str, Artifact]
+            ) -> list[dict[str, Any]]:
+    """Which file to ship: every compared candidate, those that pass first, fastest first,
+    with its accuracy against its bar, its speedup, its file in out/ and its size."""
+    rows = []
+    for step in steps:
+        for c in (step.get("compare") or {}).get("candidates", []):
+            artifact = artifacts.get(c["name"])
+            main = _main_file(artifact)
+            rows.append({"name": c["name"], "compare": step["id"], "status": c["status"],
+                         "metric": c["metric"], "value": c["value"],
+                         "tolerance": c["tolerance"], "speedup": c.get("speedup"),
+                         "file": f"out/{pipeline.name}/{c['name']}/{main}" if main else None,
+                         "bytes": _bytes(artifact) if main else None})
+    return sorted(rows, key=lambda r: (r["status"] != "pass", -(r["speedup"] or 0), r["name"]))
+
+
+MAIN_FILES = ("model.onnx", "model.plan", "model.pt2", "model.pt")
+
+
+def _main_file(artifact: Artifact | None) -> str | None:
+    if artifact is None:
+        return None
+    return next((n for n in MAIN_FILES if n in artifact.files()), None)
+
+
+def _bytes(artifact: Artifact) -> int:
+    """The artifact's deployable files: its model file and any external data beside it."""
+    total = 0
+    for name in artifact.files():
+        if name.startswith("model.") and not name.endswith(".json"):
+            try:
+                total += artifact.file(name).stat().st_size
+            except OSError:
+                pass
+    return total
 
 
 def _step(pipeline: Any, spec: Any, artifact: Artifact | None, ran: dict[str, Any]
@@ -33,6 +73,7 @@ def _step(pipeline: Any, spec: Any, artifact: Artifact | None, ran: dict[str, An
     state = ran.get("state") or ("failed" if failed else "cached" if artifact else "not run")
     step: dict[str, Any] = {"id": spec.id, "kind": spec.kind, "state": STATES.get(state, state),
                             "seconds": ran.get("seconds"), "needs": list(spec.needs),
+                            "built_seconds": artifact.summary.get("seconds") if artifact else None,
                             "summary": _summary(spec, artifact, ran)}
     if artifact is not None:
         part = PARTS.get(spec.kind)

@@ -11,10 +11,14 @@ The run record (format ``"report": 1``); optional keys may be absent or None::
       "report": 1,
       "pipeline": "quickstart",                 # the pipeline's name
       "recorded_at": "2025-01-02T03:04:05Z",    # the run's own time, shown as given
+      "stale": [{"id": "capture", "reason": "source changed: models/tiny.py"}],
+      "verdict": [{"name": "int8", "compare": "compare", "status": "pass",
+                   "metric": "cosine", "value": 0.9993, "tolerance": 0.99, "speedup": 3.1,
+                   "file": "out/quickstart/int8/model.onnx", "bytes": 1234567}],
       "steps": [                                # topological order
         {"id": "int8", "kind": "quantize",
          "state": "cached" | "ran" | "failed" | "skipped" | "not run",
-         "seconds": 0.5, "summary": "one line", "needs": ["simplify"],
+         "seconds": 0.5, "built_seconds": 0.5, "summary": "one line", "needs": ["simplify"],
          # at most one domain part, by kind:
          "compare": {
            "reference": {"name": "capture", "latency_ms": 3.2},
@@ -104,9 +108,51 @@ def _status(steps: Sequence[dict[str, Any]]) -> str:
 def _steps_table(steps: Sequence[dict[str, Any]]) -> str:
     rows = [[code(s["id"]), s.get("kind"), badge(s.get("state", "not run"),
                                                   STATE_KIND.get(str(s.get("state")), "neutral")),
-             num(s.get("seconds"), ".2f"), ", ".join(map(str, s.get("needs") or [])) or None,
+             num(s.get("seconds"), ".2f"), num(s.get("built_seconds"), ".2f"),
+             ", ".join(map(str, s.get("needs") or [])) or None,
              s.get("summary")] for s in steps]
-    return table(["step", "kind", "state", "seconds", "needs", "summary"], rows, cls="steps")
+    return table(["step", "kind", "state", "this run (s)", "built in (s)", "needs", "summary"],
+                 rows, cls="steps")
+
+
+def _stale(record: dict[str, Any]) -> list[str]:
+    """A warning that the pipeline changed since the run the page shows."""
+    stale = record.get("stale") or []
+    if not stale:
+        return []
+    items = "".join(f"<li>{code(s['id'])}: {esc(s['reason'])}</li>" for s in stale)
+    return [f'<section class="stale finding">{badge("stale", "warn")} The pipeline has '
+            f"changed since this run: it shows what the last run built. "
+            f"<code>qntz run</code> would re-run:<ul>{items}</ul></section>"]
+
+
+def _verdict(record: dict[str, Any]) -> list[str]:
+    """Which file to ship: the candidates that pass, fastest first, then the others."""
+    rows = record.get("verdict") or []
+    if not rows:
+        return []
+    body = [[code(r["name"]), badge(r["status"], "ok" if r["status"] == "pass" else "bad"),
+             f"{r['metric']} {num(r.get('value'), '.4g')}"
+             + (f" (bar {num(r['tolerance'], 'g')})" if r.get("tolerance") is not None else ""),
+             f"{num(r.get('speedup'), '.2f')}x" if r.get("speedup") else None,
+             code(r["file"]) if r.get("file") else None, _size(r.get("bytes"))]
+            for r in rows]
+    best = next((r for r in rows if r["status"] == "pass"), None)
+    lead = (f"Ship {code(best['file'] or best['name'])}: the fastest candidate that passes."
+            if best else "No candidate passes: nothing here is fit to ship.")
+    return ['<section class="verdict">', heading(2, "Verdict", "verdict"),
+            f"<p>{lead}</p>",
+            table(["candidate", "status", "accuracy", "speedup vs reference", "file", "size"],
+                  body, cls="verdict"), "</section>"]
+
+
+def _size(count: Any) -> str | None:
+    if not isinstance(count, int):
+        return None
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
 
 
 def _step_parts(index: int, step: dict[str, Any]) -> list[str]:
@@ -138,7 +184,8 @@ def render(record: dict[str, Any]) -> str:
             f"<title>qntz report: {esc(name)}</title><style>{CSS}</style></head><body>")
     lines = [head, f"<header><h1>{esc(name)}</h1>",
              f'<p class="note">recorded {esc(when or "—")} · {len(steps)} steps · '
-             f"{esc(_status(steps))}</p></header>", _nav(steps),
+             f"{esc(_status(steps))}</p></header>", *_stale(record), *_verdict(record),
+             _nav(steps),
              '<section class="dag">', heading(2, "Steps", "steps"), dag_svg(steps),
              _steps_table(steps), "</section>"]
     for index, step in enumerate(steps):
