@@ -14,6 +14,11 @@ runs every candidate through the runner of its type and never names a domain.
 The entry-point files are read here rather than through `importlib.metadata`, which alone
 costs 70 ms to import and scan: a third of what a fully cached run may take. Each kind's
 module is imported only when the kind is asked for.
+
+Tests (and notebooks) register kinds in this process, without installing a distribution:
+
+    with registry.override({"emit": Emit}, only=True):
+        qntz.run("toy.yaml")
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -48,15 +55,19 @@ class NotRunnable(Exception):
 
 def step_names() -> list[str]:
     """Every registered kind's name, without importing any kind."""
-    return list(_entry_points(STEPS_GROUP))
+    return list(_registered(STEPS_GROUP))
 
 
 def step_kind(name: str) -> type[Step] | None:
     """The kind registered as `name`, imported on first use; None when there is none."""
-    target = _entry_points(STEPS_GROUP).get(name)
+    target = _registered(STEPS_GROUP).get(name)
     if target is None:
         return None
-    kind = _load(STEPS_GROUP, name, target)
+    kind = _load(STEPS_GROUP, name, target) if isinstance(target, str) else target
+    return _checked_kind(name, kind, target)
+
+
+def _checked_kind(name: str, kind: Any, target: Any) -> type[Step]:
     if getattr(kind, "kind", None) != name:
         raise PipelineError(f"the step kind registered as {name!r} ({target}) declares "
                             f"kind {getattr(kind, 'kind', None)!r}",
@@ -85,7 +96,7 @@ class _Kinds(Mapping[str, "type[Step]"]):
         return len(step_names())
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in _entry_points(STEPS_GROUP)
+        return isinstance(name, str) and name in _registered(STEPS_GROUP)
 
 
 KINDS = _Kinds()
@@ -93,11 +104,66 @@ KINDS = _Kinds()
 
 def runner_factory(provides: list[str]) -> tuple[str, Callable[..., Any]] | None:
     """The registered runner for the first type an artifact provides that has one."""
-    runners = _entry_points(RUNNERS_GROUP)
+    runners = _registered(RUNNERS_GROUP)
     for what in provides:
         if what in runners:
-            return what, _load(RUNNERS_GROUP, what, runners[what])
+            target = runners[what]
+            return what, _load(RUNNERS_GROUP, what, target) if isinstance(target, str) else target
     return None
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """Kinds and runners registered in this process, over (or, `only`, instead of) the
+    entry points."""
+
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    only: bool = False
+
+
+_layer: _Layer | None = None  # None: the entry points alone (the default, and fast, path)
+_layer_lock = threading.Lock()
+
+
+@contextmanager
+def override(steps: Mapping[str, type[Step]] | None = None,
+             runners: Mapping[str, Callable[..., Any]] | None = None, *,
+             only: bool = False) -> Iterator[None]:
+    """Register step kinds (name -> `Step` subclass) and artifact runners (what an artifact
+    provides -> runner factory) in this process while the block runs; on leaving it the
+    registry is what it was before, whatever the block raised.
+
+    They win over entry points of the same name; with `only`, the entry points are hidden
+    (the registry holds these and nothing else, as a test on toy kinds wants). Overrides
+    nest. A kind registered this way comes from no distribution: `provider` gives None and
+    no plugin release enters its key. The registry is process-wide, not per thread (a run's
+    worker threads must see it): do not override while another thread runs a pipeline.
+    """
+    global _layer
+    steps = dict(steps or {})
+    for name, kind in steps.items():
+        _checked_kind(name, kind, f"{getattr(kind, '__module__', '?')}:"
+                                  f"{getattr(kind, '__qualname__', kind)}")
+    with _layer_lock:
+        saved = _layer
+        below = saved or _Layer()
+        groups = {group: {**below.groups.get(group, {}), **added}
+                  for group, added in ((STEPS_GROUP, steps), (RUNNERS_GROUP, dict(runners or {})))}
+        _layer = _Layer(groups, below.only or only)
+    try:
+        yield
+    finally:
+        with _layer_lock:
+            _layer = saved
+
+
+def _registered(group: str) -> Mapping[str, Any]:
+    """name -> "module:attr" (an entry point) or the object registered in this process."""
+    layer = _layer
+    if layer is None:
+        return _entry_points(group)
+    found = {} if layer.only else _entry_points(group)
+    return {**found, **layer.groups.get(group, {})}
 
 
 @cache
@@ -116,7 +182,11 @@ def _load(group: str, name: str, target: str) -> Any:
 
 
 def provider(name: str) -> str | None:
-    """The distribution (as `name==version`) that registered the step kind `name`."""
+    """The distribution (as `name==version`) that registered the step kind `name`; None for
+    a kind registered in this process (`override`)."""
+    layer = _layer
+    if layer is not None and (layer.only or name in layer.groups.get(STEPS_GROUP, {})):
+        return None
     _entry_points(STEPS_GROUP)
     return _providers.get((STEPS_GROUP, name))
 
