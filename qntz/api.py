@@ -21,19 +21,21 @@ from qntz.core.errors import PipelineError, QntzError
 from qntz.core.results import RunResult, outcomes, record_run, result
 
 
-def load_pipeline(path: str | Path) -> Any:
-    """Read and validate a pipeline file; raises PipelineError naming file, line and fix."""
+def load_pipeline(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Any:
+    """Read and validate a pipeline file; raises PipelineError naming file, line and fix.
+    `overrides` ({"onnx.opset": 18}, as `--set` gives them) replace the file's parameters
+    and are validated, hashed and locked like them."""
     from qntz.core.pipeline import load_pipeline as load
 
-    return load(path)
+    return load(path, overrides)
 
 
-def validate(path: str | Path) -> Any:
+def validate(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Any:
     """`load_pipeline`, plus a static check that each factory's module and attribute exist
     (without importing torch or the model's code)."""
     from qntz.core.factory_check import check_factories
 
-    pipeline = load_pipeline(path)
+    pipeline = load_pipeline(path, overrides)
     check_factories(pipeline)
     return pipeline
 

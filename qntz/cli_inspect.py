@@ -19,7 +19,7 @@ PIPELINE_SUFFIXES = (".yaml", ".yml")
 
 
 def add_parsers(sub: Any, plain: list[Any], with_json: list[Any]) -> None:
-    report = sub.add_parser("report", parents=plain,
+    report = sub.add_parser("report", parents=with_json,
                             help="write out/<name>/report.html for the last run")
     report.add_argument("file")
     explain = sub.add_parser("explain", parents=with_json,
@@ -44,7 +44,11 @@ def shown_path(path: Path) -> str:
 def cmd_report(args: argparse.Namespace, console: Any) -> int:
     from qntz import api
 
-    console.print(f"report: {escape(shown_path(api.report(args.file)))}")
+    page = api.report(args.file)
+    if args.json:
+        print(json.dumps({"ok": True, "pipeline": args.file, "report": str(page)}, indent=1))
+    else:
+        console.print(f"report: {escape(shown_path(page))}")
     return EXIT_OK
 
 
@@ -107,6 +111,9 @@ def cmd_diff(args: argparse.Namespace, console: Any) -> int:
     if args.json:
         print(json.dumps(found[0] if len(files) == 1 else found, indent=1))
         return EXIT_OK
+    if not found:  # not silent: an empty answer looks like "nothing changed"
+        console.print(f"no lock file git tracks under {escape(shown_path(Path.cwd()) or '.')}"
+                      " (commit a pipeline's .lock.json, or name the pipeline files)")
     for one in found:
         _show_diff(console, one)
     return EXIT_OK

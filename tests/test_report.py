@@ -171,7 +171,7 @@ def test_diff_names_step_parameter_and_agreement(quickstart: Path,
     subprocess.run([*git, "add", "pipelines"], check=True)
     subprocess.run([*git, "commit", "-qm", "quickstart"], check=True)
     missing = qntz(capsys, "diff", "HEAD~3", quickstart)
-    assert missing.code == 1 and "not in HEAD~3" in missing.err and "Traceback" not in missing.err
+    assert missing.code == 2 and "not in HEAD~3" in missing.err and "Traceback" not in missing.err
     text = quickstart.read_text()
     quickstart.write_text(text.replace("method: minmax", "method: entropy"))
     assert qntz(capsys, "run", quickstart, "--step", "compare").code == 0

@@ -11,29 +11,39 @@ SHORT = {"torchscript": "TorchScript", "exported_program": "ExportedProgram", "o
 STYLE = {"pass": "green", "fail": "red", "error": "red", "not run": "yellow"}
 COLUMNS = ("candidate", "artifact", "status", "max abs", "cos min", "top-1", "ms", "×ref",
            "×float src")
+FIGURES = ("max abs", "cos min", "top-1", "ms", "×ref", "×float src")
 
 
 def candidates_table(step_id: str, s: dict[str, Any]) -> Any:
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     ref = s.get("reference", {})
     lat = ref.get("latency_ms")
     title = f"{step_id}: against {ref.get('runs')}" + (f" ({lat['median']:.2f} ms)" if lat
                                                       else "")
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for column in COLUMNS:
-        table.add_column(column, no_wrap=column in ("candidate", "artifact", "ms", "×ref"))
-    for c in s.get("candidates", []):
-        table.add_row(*_row(c))
+    rows = [_row(c) for c in s.get("candidates", [])]
+    for index, column in enumerate(COLUMNS):
+        widest = max([len(column)] + [len(Text.from_markup(r[index]).plain) for r in rows])
+        if column in FIGURES or column == "artifact":  # never cut: names fold instead
+            table.add_column(column, no_wrap=True, min_width=widest)
+        else:
+            table.add_column(column, overflow="fold", min_width=min(widest, 8))
+    for row in rows:
+        table.add_row(*row)
+    notes = [f"{c['id']}: {c['reason'].split(' not run: ', 1)[-1]}"
+             for c in s.get("candidates", []) if c["status"] == "not run"]
+    if notes:
+        table.caption = "not run: " + "; ".join(notes)
+        table.caption_justify = "left"
     return table
 
 
 def _row(c: dict[str, Any]) -> list[str]:
     lat = c.get("latency_ms")
     status = c["status"]
-    if status == "not run":
-        status += ": " + c["reason"].split(" not run: ", 1)[-1]
     return [c["id"], SHORT.get(c["artifact"], c["artifact"]),
             f"[{STYLE[c['status']]}]{escape(status)}[/]",
             "—" if c.get("max_abs") is None else f"{c['max_abs']:.2g}",

@@ -23,10 +23,15 @@ METRIC = {"enum": ["auto", "allclose", "top1", "cosine"],
 THRESHOLD = {"type": "number", "minimum": 0, "maximum": 1}
 SCALE = {"type": "number", "minimum": 0, "maximum": 1,
          "description": "auto: max abs error allowed as a fraction of the reference's RMS"}
+MATCH = {"enum": ["order", "rows"],
+         "description": "rows: a variable-length output (a detector's boxes, scores, labels) "
+         "is compared after each candidate row is matched to its nearest reference row; the "
+         "counts must agree"}
 TOLERANCE = {"type": "object", "additionalProperties": False,
              "properties": {"atol": {"type": "number", "minimum": 0},
                             "rtol": {"type": "number", "minimum": 0},
-                            "metric": METRIC, "threshold": THRESHOLD, "scale": SCALE}}
+                            "metric": METRIC, "threshold": THRESHOLD, "scale": SCALE,
+                            "match": MATCH}}
 
 
 class Compare(Step):

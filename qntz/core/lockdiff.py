@@ -42,9 +42,10 @@ def lock_at(rev: str, lock: Path) -> dict[str, Any]:
     shown = _git(folder, "show", f"{rev}:./{lock.name}")
     if shown.returncode != 0:
         why = (shown.stderr.strip().splitlines() or ["git show failed"])[-1]
-        raise QntzError(f"not in {rev} ({why.removeprefix('fatal: ')})",
-                        where=str(lock), hint="commit the lock file, or name a revision "
-                        "that has it")
+        # a usage error (exit 2): the revision named does not hold this lock file
+        raise PipelineError(f"not in {rev} ({why.removeprefix('fatal: ')})",
+                            where=str(lock), hint="commit the lock file, or name a "
+                            "revision that has it")
     try:
         json.loads(shown.stdout)
     except ValueError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import graphlib
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,13 +27,17 @@ if TYPE_CHECKING:
 LOAD_ID = "load"
 
 
-def load_pipeline(path: str | Path) -> Pipeline:
-    """Read and validate a whole pipeline file; raise PipelineError at the first problem."""
+def load_pipeline(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Pipeline:
+    """Read and validate a whole pipeline file; raise PipelineError at the first problem.
+    `overrides` ({"step.param": value}, as `--set` gives them) replace or add parameters
+    before anything is validated, so they are checked, hashed and locked like the file's."""
     path = Path(path)
     doc, marks = load_yaml(path)
     if not isinstance(doc, dict):
         raise PipelineError("a pipeline file must be a YAML mapping", where=f"{path}:1:1",
                             hint="start from pipelines/quickstart.yaml")
+    for name, value in (overrides or {}).items():
+        _override(doc, name, value, path)
     memo = SchemaMemo(Workspace.of(path.resolve().parent).cache_dir)
     _check_schema(doc, top_level_schema(), path, marks, (), memo=memo)
     pipeline = Pipeline(path=path, name=doc["name"], inputs={}, data=doc.get("data") or {},
@@ -49,6 +54,35 @@ def load_pipeline(path: str | Path) -> Pipeline:
         KINDS[spec.kind].check(spec, pipeline)
     memo.save()
     return pipeline
+
+
+def _override(doc: dict[str, Any], name: str, value: Any, path: Path) -> None:
+    """One `--set step.param=value` (`step.a.b=value` sets inside a mapping parameter)."""
+    steps = doc.get("steps") if isinstance(doc.get("steps"), dict) else {}
+    sid, _, param = name.partition(".")
+    ids = ([LOAD_ID] if "model" in doc else []) + list(steps)
+    if sid not in ids:
+        raise PipelineError(f"--set {name}: no step '{sid}'{did_you_mean(sid, ids)}",
+                            where=str(path), hint="steps: " + ", ".join(ids))
+    holder, key = (doc, "model") if sid == LOAD_ID and "model" in doc else (steps, sid)
+    body = dict(holder[key] or {}) if isinstance(holder[key], dict) or not holder[key] else None
+    kind_name = body.get("uses", sid) if body is not None else None
+    kind = KINDS.get(kind_name) if isinstance(kind_name, str) else None
+    if body is None or kind is None:  # refused below, where the file is checked
+        return
+    keys = param.split(".")
+    allowed = [p for p in kind.schema().get("properties", {}) if p not in ("uses", "needs")]
+    if keys[0] not in allowed:
+        raise PipelineError(f"--set {name}: step '{sid}' ({kind_name}) has no parameter "
+                            f"'{keys[0]}'{did_you_mean(keys[0], allowed)}", where=str(path),
+                            hint="use one of: " + ", ".join(allowed) + " (see `qntz steps`)")
+    target = body
+    for part in keys[:-1]:
+        target[part] = dict(target.get(part) or {}) if isinstance(target.get(part) or {},
+                                                                  dict) else {}
+        target = target[part]
+    target[keys[-1]] = value
+    holder[key] = body
 
 
 def unsafe_name(what: str, value: Any, where: str) -> PipelineError:

@@ -63,6 +63,7 @@ class OutputStats:
     metric: str = "auto"  # what decides pass: auto | allclose | top1 | cosine
     threshold: float = 0.99  # for top1 and cosine
     scale: float = SCALE  # for auto
+    match: str = "order"  # rows: match each candidate row to its nearest reference row
     max_abs: float = 0.0
     max_rel: float = 0.0
     max_scaled: float = 0.0  # max abs error over the reference's RMS, worst input
@@ -150,9 +151,11 @@ class OutputStats:
         self.samples += 1
         if got.shape != want.shape:
             self.failures += 1
-            self.problem = f"shape {tuple(got.shape)} vs reference {tuple(want.shape)} on {label}"
+            self.problem = _shape_problem(got.shape, want.shape, label)
             self.worst_sample = label
             return
+        if self.match == "rows":
+            got = matched_rows(got, want)
         got64, want64 = got.astype(np.float64), want.astype(np.float64)
         diff = np.abs(got64 - want64)
         diff = np.where(np.isnan(got64) & np.isnan(want64), 0.0, diff)
@@ -326,6 +329,32 @@ class OutputStats:
             "worst_sample": self.worst_sample, "problem": self.problem,
             "range_ends": self.range_ends,
         }
+
+
+def _shape_problem(got: tuple, want: tuple, label: str) -> str:
+    if len(got) == len(want) and got[1:] == want[1:] and got:
+        return (f"{got[0]} rows vs the reference's {want[0]} on {label} (a variable-length "
+                "output, such as detections: the counts must agree)")
+    return f"shape {tuple(got)} vs reference {tuple(want)} on {label}"
+
+
+def matched_rows(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """`got`'s rows (first axis) reordered so that each lands on its nearest row of `want`,
+    nearest pairs first: detections in another order are the same detections."""
+    if got.ndim == 0 or len(got) < 2:
+        return got
+    a = got.reshape(len(got), -1).astype(np.float64)
+    b = want.reshape(len(want), -1).astype(np.float64)
+    distance = np.square(a[:, None, :] - b[None, :, :]).sum(-1)
+    order = np.empty(len(got), dtype=int)
+    free_got, free_want = set(range(len(got))), set(range(len(want)))
+    for flat in np.argsort(distance, axis=None, kind="stable"):
+        i, j = divmod(int(flat), len(want))
+        if i in free_got and j in free_want:
+            order[j] = i
+            free_got.discard(i)
+            free_want.discard(j)
+    return got[order]
 
 
 def _g(value: float | None) -> str:
