@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run the selected steps")
     run.add_argument("--jobs", "-j", type=int, default=1, help="independent steps in parallel")
     run.add_argument("--keep-going", action="store_true", help="run other branches after a failure")
+    run.add_argument("--remeasure", action="store_true",
+                     help="re-run the compare steps (fresh latency figures), nothing else")
     run.add_argument("--no-remote", action="store_true", help="leave the remote cache alone")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="ray: each step a Ray task (needs a remote cache; pip install "
@@ -316,8 +318,12 @@ def _run(api: Any, args: argparse.Namespace, pipelines: list[Any], reporter: Any
                         strict=True))
     done = []
     for pipeline in pipelines:
+        steps, force = args.step, args.force
+        if args.remeasure:  # the compare steps forced; what they compare comes from the cache
+            steps = [s for s in pipeline.order() if pipeline.steps[s].kind == "compare"]
+            steps, force = steps or args.step, bool(steps) or args.force
         try:
-            done.append((pipeline, api.run(pipeline, args.step, args.jobs, args.force,
+            done.append((pipeline, api.run(pipeline, steps, args.jobs, force,
                                            args.keep_going, reporter,
                                            remote=not args.no_remote)))
         except QntzError as exc:

@@ -54,3 +54,15 @@ def test_a_forced_compare_keeps_its_new_figures(ws):
     assert path.with_name("pipeline.lock.json").read_text() == lock  # accuracy: unchanged
     again = ws.qntz("run", path)
     assert again.code == 0 and latency.read_text() != first
+
+
+def test_remeasure_re_times_the_compare_steps_and_rebuilds_nothing(ws):
+    path = ws.pipeline(pipeline_text("models.clean:SmallCNN", STEPS))
+    assert ws.qntz("run", path).code == 0
+    latency = ws.root / "out" / "t" / "compare" / "latency.json"
+    first = latency.read_text()
+    again = ws.qntz("run", path, "--remeasure")
+    assert again.code == 0
+    ran = [line.split()[1] for line in again.out.splitlines() if line.startswith("✓")]
+    assert ran == ["compare"], again.out
+    assert latency.read_text() != first
