@@ -66,3 +66,17 @@ def test_remeasure_re_times_the_compare_steps_and_rebuilds_nothing(ws):
     ran = [line.split()[1] for line in again.out.splitlines() if line.startswith("✓")]
     assert ran == ["compare"], again.out
     assert latency.read_text() != first
+
+
+def test_a_provider_onnx_runtime_lacks_here_is_one_line(ws):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        import pytest
+
+        pytest.skip("this ONNX Runtime has CUDA: the step would run")
+    steps = STEPS.replace("compare: {needs", "compare: {provider: cuda, needs")
+    done = ws.qntz("run", ws.pipeline(pipeline_text("models.clean:SmallCNN", steps)))
+    assert done.code == 1
+    assert done.err.count("error:") == 1 and "CUDAExecutionProvider" in done.err
+    assert "onnxruntime-gpu" in done.err

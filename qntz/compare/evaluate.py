@@ -150,7 +150,12 @@ def _reference(ctx: StepContext) -> tuple[Runner, str]:
     if "onnx" in load.provides:
         runner, _ = onnx_runner(load.file("model.onnx"))
         return runner, "the source ONNX model on ONNX Runtime"
-    return torch_runner(ctx.live_model(), ctx.pipeline.inputs, eager=True), "PyTorch eager"
+    from qntz.runtime.torchio import model_device
+
+    device = model_device(ctx.live_model())
+    where = f" on {device} (TF32 off)" if device is not None else ""
+    return torch_runner(ctx.live_model(), ctx.pipeline.inputs, eager=True), \
+        f"PyTorch eager{where}"
 
 
 def _float64_reference(ctx: StepContext) -> Any:

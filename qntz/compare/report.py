@@ -63,7 +63,8 @@ def markdown(report: dict[str, Any], name: str) -> str:
         f"# {name}: compare",
         "",
         f"**{'PASSED' if report['passed'] else 'FAILED'}** — reference: `{ref['id']}` "
-        f"({ref['runs']}), latency median / p90 {_latency(ref['latency_ms'])} ms.",
+        f"({ref['runs']}), latency median / p90 {_latency(ref['latency_ms'])} ms; ONNX "
+        f"candidates on ONNX Runtime's {report.get('provider', 'cpu')} provider.",
         f"Default rule: {_default_rule(tol)}; "
         f"{len(report['samples'])} inputs: {', '.join(report['samples'])}.",
         "",

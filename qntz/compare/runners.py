@@ -21,11 +21,18 @@ class TorchRunner:
     def __call__(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        from qntz.runtime.torchio import call_eager, flatten_outputs, output_names, to_torch
+        from qntz.runtime.torchio import (
+            call_eager,
+            exact_float32,
+            flatten_outputs,
+            output_names,
+            to_torch,
+        )
 
         with torch.inference_mode():
             if self.eager:  # the user's model failing is about the inputs, not a conversion
-                result = call_eager(self.module, feed, self.inputs)
+                with exact_float32():
+                    result = call_eager(self.module, feed, self.inputs)
             else:
                 args, kwargs = to_torch(feed, self.inputs, self.module)
                 result = self.module(*args, **kwargs)

@@ -68,6 +68,9 @@ class Compare(Step):
         "iterations": {"type": "integer", "minimum": 0, "maximum": MAX_SAMPLES, "default": 20,
                        "description": "timed runs per model for latency (0: no timing)"},
         "warmup": {"type": "integer", "minimum": 0, "maximum": MAX_SAMPLES, "default": 3},
+        "provider": {"enum": ["cpu", "cuda", "tensorrt"], "default": "cpu",
+                     "description": "ONNX Runtime's execution provider for ONNX candidates "
+                     "(cuda, tensorrt: onnxruntime-gpu); latency is measured there"},
     }
     libraries = ("torch", "onnxruntime", "numpy", "onnx", "protobuf", "ml_dtypes")
     consumes_model = True
@@ -120,11 +123,21 @@ class Compare(Step):
         from qntz.compare.evaluate import evaluate, sample_inputs
         from qntz.compare.report import markdown, split_timing
         from qntz.core.scratch import scratch
+        from qntz.runtime.ortrun import PROVIDER, missing_provider
 
-        with scratch(ctx, "compare-") as work:  # engine runtimes leave files in TMPDIR
-            report = evaluate(ctx)
-            if any(c["status"] == "fail" for c in report["candidates"]):
-                explain_failures(ctx, report, sample_inputs(ctx.pipeline, ctx.params), work)
+        provider = ctx.params["provider"]
+        if provider != "cpu" and (why := missing_provider(provider)):
+            raise ctx.fail(f"provider: {provider}: {why}", hint="install onnxruntime-gpu, or "
+                           "set `provider: cpu`")
+        token = PROVIDER.set(provider)
+        try:
+            with scratch(ctx, "compare-") as work:  # engine runtimes leave files in TMPDIR
+                report = evaluate(ctx)
+                report["provider"] = provider
+                if any(c["status"] == "fail" for c in report["candidates"]):
+                    explain_failures(ctx, report, sample_inputs(ctx.pipeline, ctx.params), work)
+        finally:
+            PROVIDER.reset(token)
         lasting, timing = split_timing(report)
         (ctx.out / "report.json").write_text(json.dumps(lasting, indent=1))
         (ctx.out / "latency.json").write_text(json.dumps(timing, indent=1))

@@ -1,15 +1,35 @@
-"""Running ONNX models on ONNX Runtime's CPU provider with the pipeline's feeds."""
+"""Running ONNX models on ONNX Runtime with the pipeline's feeds: on its CPU provider, or
+where a compare step asks (`provider: cuda | tensorrt`, set for that step's thread only)."""
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+PROVIDERS = {"cpu": ["CPUExecutionProvider"],
+             "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+             "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                          "CPUExecutionProvider"]}
+PROVIDER: ContextVar[str] = ContextVar("qntz_ort_provider", default="cpu")
+
+
+def missing_provider(name: str) -> str | None:
+    """Why ONNX Runtime here cannot run on `name`, or None when it can."""
+    import onnxruntime as ort
+
+    wanted, available = PROVIDERS[name][0], ort.get_available_providers()
+    if wanted in available:
+        return None
+    return (f"ONNX Runtime here has no {wanted} (available: {', '.join(available)}); "
+            "install onnxruntime-gpu in place of onnxruntime")
+
 
 def session(model: Path | bytes, threads: int = 0) -> Any:
-    """A CPU session for a model file, or for a serialized model held in memory."""
+    """A session for a model file, or for a serialized model held in memory, on the
+    provider in force (CPU unless a compare step asked for another)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -17,7 +37,7 @@ def session(model: Path | bytes, threads: int = 0) -> Any:
     if threads:
         options.intra_op_num_threads = threads
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(source, options, providers=PROVIDERS[PROVIDER.get()])
 
 
 def run(sess: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:

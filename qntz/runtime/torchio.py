@@ -6,7 +6,9 @@ is passed by keyword, the others by position in the order the `inputs` section l
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -42,18 +44,50 @@ def to_torch(feed: dict[str, np.ndarray], inputs: dict[str, InputSpec],
     """(args, kwargs) for `model`: keywords for inputs named like its parameters (in the
     parameters' order), positions for the others."""
     params = parameter_names(model)
+    device = model_device(model)
     args, kwargs = [], {}
     for name, spec in inputs.items():
         # a copy: a model that writes into its input must not change the caller's data
         tensor = torch.from_numpy(np.array(feed[name], copy=True))
         if spec.dtype == "bfloat16":
             tensor = tensor.to(torch.bfloat16)
+        if device is not None:
+            tensor = tensor.to(device)
         if name in params:
             kwargs[name] = tensor
         else:
             args.append(tensor)
     ordered = {n: kwargs[n] for n in sorted(kwargs, key=params.index)}
     return tuple(args), ordered
+
+
+def model_device(model: Any) -> Any:
+    """The accelerator a model's weights live on (its first parameter's or buffer's), where
+    its inputs must go; None for the CPU, and for weights on `meta` (not computed on)."""
+    for source in ("parameters", "buffers"):
+        get = getattr(model, source, None)
+        if not callable(get):
+            continue
+        try:
+            first = next(iter(get()), None)
+        except (TypeError, RuntimeError):
+            first = None
+        if isinstance(first, torch.Tensor):
+            return None if first.device.type in ("cpu", "meta") else first.device
+    return None
+
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """TF32 off for CUDA convolutions and matmuls while a reference is computed (restored
+    after): a float32 reference on the GPU then holds candidates to the bar it does on the
+    CPU, not one loosened by TF32's 10-bit mantissa."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
 def call_order(inputs: dict[str, InputSpec], model: Any) -> list[str]:
@@ -199,6 +233,33 @@ def dynamic_shapes(inputs: dict[str, InputSpec], model: Any = None
     return {named.get(n, n): shapes[n] for n in call_order(inputs, model)}
 
 
+def refused_dims(text: str, feed: dict[str, Any], inputs: dict[str, InputSpec]
+                 ) -> tuple[list[str], int | None]:
+    """The dynamic dims a model's refusal is about, and the multiple it asks for if it says:
+    "divisible by 4" names the dims whose sizes are not; else the dims whose sizes the
+    message quotes; else the first dynamic dim."""
+    import re
+
+    sizes: dict[str, int] = {}
+    for name, spec in inputs.items():
+        shape = getattr(feed.get(name), "shape", None)
+        for axis, dim in spec.dynamic_axes.items():
+            if shape is not None and axis < len(shape):
+                sizes.setdefault(dim, int(shape[axis]))
+    said = re.search(r"(?:divisible by|multiple of|multiples of)\s+(\d+)", text)
+    step = int(said.group(1)) if said else None
+    if step and step > 1:
+        found = [d for d, v in sizes.items() if v % step]
+    else:
+        quoted = {int(n) for n in re.findall(r"\d+", text)}
+        found = [d for d, v in sizes.items() if v in quoted]
+        # a size that every dim shares (batch 1) says nothing when another dim is quoted too
+        if len(found) > 1:
+            found = [d for d in found if sizes[d] != 1] or found
+    dynamic = sorted({d for spec in inputs.values() for d in spec.dims})
+    return (found or dynamic[:1]), step
+
+
 def call_eager(model: Any, feed: dict[str, Any], inputs: dict[str, InputSpec]) -> Any:
     """The eager model's result on `feed`; when the model itself fails, InputRejected naming
     the inputs' shapes and the rule that would exclude them."""
@@ -209,9 +270,10 @@ def call_eager(model: Any, feed: dict[str, Any], inputs: dict[str, InputSpec]) -
         from qntz.core.errors import InputRejected, first_line
 
         shapes = ", ".join(f"{n} {list(getattr(a, 'shape', []))}" for n, a in feed.items())
-        dynamic = sorted({d for spec in inputs.values() for d in spec.dims})
-        hint = (f"declare the sizes it accepts: `multiple_of: {{{dynamic[0]}: N}}` on the "
-                f"input, or narrow `dynamic`" if dynamic else "check the inputs' shapes and "
+        refused, step = refused_dims(str(exc), feed, inputs)
+        rule = ", ".join(f"{d}: {step or 'N'}" for d in refused)
+        hint = (f"declare the sizes it accepts: `multiple_of: {{{rule}}}` on the "
+                f"input, or narrow `dynamic`" if refused else "check the inputs' shapes and "
                 "dtypes against what the model's forward expects")
         raise InputRejected(f"the model itself fails on {shapes}: {first_line(exc)}",
                             hint=hint) from exc
