@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import weakref
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -28,11 +29,13 @@ if TYPE_CHECKING:
     from qntz.core.spec import Pipeline, StepSpec
 
 SOURCES = ("factory", "torchscript", "onnx")
+# models a factory gave in train mode, with the layers that eval() changes
+WAS_TRAINING: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
 
 
 class Load(Step):
     kind = "load"
-    version = 1
+    version = 2  # says when the factory returned a model in train() mode
     help = "load the model: a Python factory (module:attr), a TorchScript file or an ONNX file"
     params = {
         "factory": {**FACTORY_SCHEMA,
@@ -101,7 +104,11 @@ class Load(Step):
     def describe(cls, summary: dict[str, Any]) -> str:
         if "parameters" not in summary:
             return ""
-        return f"{summary.get('class')}, {summary['parameters']:,} parameters"
+        line = f"{summary.get('class')}, {summary['parameters']:,} parameters"
+        if summary.get("was_training"):
+            line += (f"; returned in train() mode: switched to eval(), which changes its "
+                     f"{', '.join(summary['was_training'])}")
+        return line
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         params = ctx.params
@@ -112,6 +119,8 @@ class Load(Step):
             model = ctx.live_model()
             summary["parameters"] = sum(p.numel() for p in model.parameters())
             summary["class"] = type(model).__name__
+            if model in WAS_TRAINING:
+                summary["was_training"] = WAS_TRAINING[model]
         summary["fingerprint"] = ctx.extras["files"]
         (ctx.out / "model.json").write_text(json.dumps({**summary, "params": params}, indent=1))
         return summary
@@ -134,9 +143,7 @@ def build_model(params: dict[str, Any], pipeline: Pipeline, where: str) -> Any:
     try:
         model = factory(**params.get("kwargs", {}))
     except Exception as exc:
-        raise StepFailed(f"factory {params['factory']} raised {type(exc).__name__}: {exc}",
-                         where=where, hint="check `kwargs` against the factory's signature"
-                         ) from exc
+        raise _factory_failed(params, factory, exc, root, where) from exc
     if not isinstance(model, torch.nn.Module):
         raise PipelineError(f"factory {params['factory']} returned {type(model).__name__}, "
                             "not a torch.nn.Module", where=where,
@@ -144,7 +151,54 @@ def build_model(params: dict[str, Any], pipeline: Pipeline, where: str) -> Any:
     if "weights" in params:
         path = model_file(root, params["weights"], "weights", where)
         _load_weights(model, path, params.get("strict", True), where)
+    changed = _train_only(model)
+    if changed:
+        WAS_TRAINING[model] = changed  # load's summary says so: eval() changes what it computes
     return model.eval()
+
+
+ARGUMENT_ERRORS = ("argument", "positional", "keyword")  # TypeError about a call's arguments
+
+
+def _factory_failed(params: dict[str, Any], factory: Any, exc: Exception, root: Path,
+                    where: str) -> StepFailed:
+    """The factory's exception in one line. A TypeError about arguments points at `kwargs`
+    (when some were given, or the factory wants some); anything else happened inside the
+    factory's code: the line that raised it, and where the factory is defined."""
+    import inspect
+    import traceback
+
+    kwargs = params.get("kwargs") or {}
+    text = str(exc)
+    name = f"factory {params['factory']} raised {type(exc).__name__}: {first_line(exc)}"
+    if isinstance(exc, TypeError) and any(k in text for k in ARGUMENT_ERRORS):
+        if kwargs:
+            return StepFailed(name, where=where,
+                              hint="check `kwargs` against the factory's signature")
+        if "missing" in text and "required" in text:
+            return StepFailed(name, where=where, hint="give the arguments it needs in `kwargs`")
+    frames = traceback.extract_tb(exc.__traceback__)[1:]  # past build_model's own frame
+    raised = f"{display_path(frames[-1].filename, root)}:{frames[-1].lineno}" if frames else None
+    try:
+        defined = (f"{display_path(inspect.getsourcefile(factory) or '?', root)}:"
+                   f"{inspect.getsourcelines(factory)[1]}")
+    except (OSError, TypeError):
+        defined = params["factory"]
+    return StepFailed(f"{name}" + (f" (raised at {raised})" if raised else ""), where=where,
+                      hint=f"the error is in the factory's own code ({params['factory']}, "
+                      f"defined at {defined}): fix it there; -v shows the traceback")
+
+
+def _train_only(model: Any) -> list[str]:
+    """The kinds of layer, in train mode, that compute otherwise in eval mode (dropout,
+    batch norm and the like); empty when eval() changes nothing."""
+    from torch import nn
+
+    kinds = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
+    found = sorted({type(m).__name__ for m in model.modules()
+                    if m.training and isinstance(m, kinds)
+                    and getattr(m, "track_running_stats", True)})
+    return found
 
 
 def _load_torchscript(path: Path, where: str) -> Any:

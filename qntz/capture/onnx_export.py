@@ -18,7 +18,7 @@ EXPORTER_LOGGERS = ("torch.onnx", "onnxscript")  # progress prints and registry 
 
 class OnnxExport(Step):
     kind = "onnx"
-    version = 4  # auto falls back to the TorchScript exporter; the written model is loaded by ORT
+    version = 5  # the written model runs at the ends of the dynamic ranges; eager capture
     help = ("export to ONNX; exporter auto = dynamo for an ExportedProgram (falling back to "
             "torchscript on the eager model when dynamo fails, writes another opset or a model "
             "ONNX Runtime rejects), torchscript otherwise")
@@ -33,7 +33,7 @@ class OnnxExport(Step):
     }
     libraries = ("torch", "numpy", "onnx", "onnxscript", "onnx_ir", "protobuf", "ml_dtypes",
                  "onnxruntime")
-    consumes = ("exported_program", "torchscript", "model")
+    consumes = ("exported_program", "torchscript", "eager", "model")
     provides = ("onnx",)
 
     @classmethod
@@ -66,24 +66,44 @@ class OnnxExport(Step):
                                 where=ctx.where, hint="set exporter: dynamo (or auto)")
         path = ctx.out / "model.onnx"
         problem = _export_checked(ctx, source, exporter, path)
-        fallback = None
-        from_eager = exporter == "torchscript" and "model" in source.provides
-        if problem and ctx.params["exporter"] == "auto" and not from_eager:
-            # the captured graph would not export (dynamo, or a ScriptModule that lost its
-            # shapes): the TorchScript exporter on the eager model, compare judges it
-            fallback = f"the {exporter} exporter {problem[0]}" + (
-                "" if exporter == "dynamo" else " on the captured TorchScript module")
-            ctx.report(f"{fallback}; exporting the model with the TorchScript exporter")
-            exporter, problem = "torchscript", _export_checked(ctx, None, "torchscript", path)
+        eager = bool({"model", "eager"} & set(source.provides))
+        said: list[str] = []
+        for other in _fallbacks(ctx.params["exporter"], exporter, source, eager):
+            if not problem:
+                break
+            # the captured graph would not export, or holds a size of the capture example
+            # (dynamo, or a ScriptModule that lost its shapes): export the eager model, with
+            # the TorchScript exporter, then with dynamo (torch.export keeps sizes symbolic);
+            # compare judges what is written
+            on = " on the eager model" if said or eager else ""
+            captured = not (said or eager) and exporter == "torchscript"
+            said.append(f"the {exporter} exporter{on} {problem[0]}" +
+                        (" on the captured TorchScript module" if captured else ""))
+            ctx.report(f"{said[-1]}; exporting the eager model with the {other} exporter")
+            exporter, problem = other, _export_checked(ctx, None, other, path)
+        fallback = "; then ".join(said) or None
         if problem:
             raise ctx.fail(f"the {exporter} exporter {problem[0]}" +
                            (f" (after: {fallback})" if fallback else ""),
-                           hint=_hint(exporter, fallback)) from problem[1]
+                           hint=_hint(exporter, fallback, problem[0])) from problem[1]
         summary = {"exporter": exporter, **describe(path)}
         return {**summary, "fallback": fallback} if fallback else summary
 
 
 Problem = tuple[str, "BaseException | None"]  # what went wrong, and the exception behind it
+
+
+def _fallbacks(asked: str, first: str, source: Any, eager: bool) -> list[str]:
+    """The exporters `exporter: auto` tries on the eager model after the first attempt: the
+    TorchScript one (unless that was the first, on the eager model already), then dynamo
+    (unless the first was dynamo on an ExportedProgram, torch.export's own graph)."""
+    if asked != "auto":
+        return []
+    tries = [] if first == "torchscript" and eager else ["torchscript"]
+    if not (first == "dynamo" and "exported_program" in source.provides) and \
+            not (first == "dynamo" and eager):
+        tries.append("dynamo")
+    return tries
 
 
 def _export_checked(ctx: StepContext, source: Any, exporter: str, path: Path
@@ -109,7 +129,54 @@ def _export_checked(ctx: StepContext, source: Any, exporter: str, path: Path
     written = describe(path)["opset"]
     if written != ctx.params["opset"]:
         return f"wrote opset {written}, not the {ctx.params['opset']} asked for", None
-    return _runtime_rejects(path, list(ctx.pipeline.inputs))
+    return _runtime_rejects(path, list(ctx.pipeline.inputs)) or (
+        _fails_at_range_ends(ctx, path) if ctx.params["dynamic"] else None)
+
+
+def _fails_at_range_ends(ctx: StepContext, path: Path) -> Problem | None:
+    """A model can load and still hold a size of the capture example (a Reshape a trace
+    baked in): it runs, on ONNX Runtime, at the smallest and the largest declared sizes, the
+    two most likely to break it (two runs: compare judges values, this only sizes)."""
+    import numpy as np
+
+    from qntz.core.inputs import all_dims, generate_feed
+    from qntz.runtime.ortrun import run, session
+
+    inputs = ctx.pipeline.inputs
+    dims = all_dims(inputs)
+    if not dims or any(s.dtype == "bfloat16" for s in inputs.values()):
+        return None  # nothing dynamic; bfloat16 feeds are float32 arrays ORT would refuse
+    opt = {d: r[1] for d, r in dims.items()}
+    sess, rng = session(path), np.random.default_rng(0)
+    for end, which in ((0, "smallest"), (2, "largest")):
+        sizes = {d: r[end] for d, r in dims.items()}
+        if sizes == opt:
+            continue
+        feed = generate_feed(inputs, sizes, rng)
+        try:
+            with quiet(stderr=True, fds=True):  # ORT logs the failing node to stderr
+                run(sess, feed)
+        except Exception as exc:
+            if _eager_refuses(ctx, feed):  # the model's own limit: compare names the rule
+                return None
+            label = ", ".join(f"{d}={v}" for d, v in sizes.items())
+            said = first_line(exc).split(" Status Message:")[0]  # the node; then C++ paths
+            return (f"wrote a model that fails at {label} (the {which} declared sizes): "
+                    f"{said}"), None  # the message holds what ORT said that matters
+    return None
+
+
+def _eager_refuses(ctx: StepContext, feed: dict[str, Any]) -> bool:
+    import torch
+
+    from qntz.runtime.torchio import call_eager
+
+    try:
+        with torch.no_grad():
+            call_eager(ctx.live_model(), feed, ctx.pipeline.inputs)
+    except Exception:
+        return True
+    return False
 
 
 def _runtime_rejects(path: Path, inputs: list[str]) -> Problem | None:
@@ -128,8 +195,13 @@ def _runtime_rejects(path: Path, inputs: list[str]) -> Problem | None:
     return None
 
 
-def _hint(exporter: str, fallback: str | None = None) -> str:
+def _hint(exporter: str, fallback: str | None = None, problem: str = "") -> str:
     import re
+
+    if "wrote a model that fails at" in problem:  # a size of the capture example kept
+        others = "" if fallback else "`exporter: auto` (it then exports the eager model), "
+        return (f"the graph holds a size of the capture example: use {others}`capture: "
+                "{uses: export}`, or narrow `dynamic` to the sizes it runs at")
 
     wrote = re.search(r"dynamo exporter wrote opset (\d+)", fallback or "")
     if wrote:  # the dynamo exporter's model was fine but for its opset
@@ -141,7 +213,7 @@ def _hint(exporter: str, fallback: str | None = None) -> str:
 
 
 def _pick_source(ctx: StepContext) -> Any:
-    for what in ("exported_program", "torchscript", "model"):
+    for what in ("exported_program", "torchscript", "eager", "model"):
         found = [a for a in ctx.inputs.values() if what in a.provides]
         if found:
             return found[-1]

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qntz.capture.starter_hints import companions, image_sizes, retyped, weights_dtype
 from qntz.capture.starter_yaml import recipe_for, render, write_atomically
 from qntz.core.errors import PipelineError, QntzError
-from qntz.core.wording import plural
+from qntz.core.wording import did_you_mean, plural
 
 BATCH = [1, 4, 8]
 SEQ = [2, 16, 128]  # token or time steps: min, opt, max (the max bounded by the model)
-IMAGE_SIZES = (32, 64, 96, 128, 224, 256, 299, 16, 28)
 LENGTHS = (64, 128, 256, 1024, 16000)  # Conv1d signals
 AUDIO_SAMPLES = 16000  # one second at 16 kHz
 REQUIRED = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -86,6 +86,7 @@ def build(factory: str, root: Path, kwargs: dict[str, Any]) -> Any:
                             hint="e.g. models.tiny:TinyCNN (the module next to the pipeline "
                             "file, or installed)")
     make = import_factory(factory, root, "")
+    _check_kwargs(factory, make, kwargs)
     torch.manual_seed(0)
     try:
         model = make(**kwargs)
@@ -97,6 +98,22 @@ def build(factory: str, root: Path, kwargs: dict[str, Any]) -> Any:
                             "torch.nn.Module", hint="name an nn.Module class or a function "
                             "returning one")
     return model.eval()
+
+
+def _check_kwargs(factory: str, make: Any, kwargs: dict[str, Any]) -> None:
+    """An argument the factory does not take is a usage error, named before it is called."""
+    try:
+        params = inspect.signature(make).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): the call will say
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in kwargs:
+        if key not in names:
+            raise PipelineError(f"--kwargs: {factory} takes no argument '{key}'"
+                                f"{did_you_mean(key, names)}",
+                                hint="its arguments: " + (", ".join(names) or "none"))
 
 
 def forward_parameters(model: Any) -> tuple[list[str], list[str]]:
@@ -124,7 +141,10 @@ def guesses(model: Any) -> list[Guess]:
         raise StarterFailed("forward() takes no required argument, and the model carries no "
                             "transformers config to tell its inputs",
                             hint="write the `inputs` section by hand (see `qntz steps`)")
-    return [Guess({n: dict(spec) for n in required}, {n: note for n in required}, fix)
+    dtype = weights_dtype(model)
+    return [Guess(*companions({n: retyped(spec, dtype) for n in required},
+                              {n: note + (f"; weights are {dtype}" if dtype else "")
+                               for n in required}), fix)
             for spec, note, fix in _layer_guesses(model)]
 
 
@@ -212,7 +232,7 @@ def _from_layer(module: Any, model: Any) -> list[tuple[dict[str, Any], str, str]
     batch = {"batch": BATCH}
     if isinstance(module, nn.Conv2d):
         channels = module.in_channels
-        sizes = _image_sizes(model)
+        sizes = image_sizes(model)
         return [({"shape": ["batch", channels, s, s], "dtype": "float32", "dynamic": batch,
                   "range": [0.0, 1.0]}, f"first Conv2d takes {plural(channels, 'channel')}; "
                  f"{s}x{s} works", "set the image size the model was trained on")
@@ -249,12 +269,6 @@ def _features(module: Any) -> int:
         if hasattr(module, attr):
             return int(getattr(module, attr))
     return int(module.normalized_shape[-1])
-
-
-def _image_sizes(model: Any) -> list[int]:
-    size = getattr(getattr(model, "config", None), "image_size", None)
-    first = [_pair(size)[0]] if size else []
-    return first + [s for s in IMAGE_SIZES if s not in first]
 
 
 # --- trial calls ---------------------------------------------------------------------------

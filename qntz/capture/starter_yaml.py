@@ -24,8 +24,14 @@ class Recipe:
 def recipe_for(model: Any) -> Recipe:
     """The INT8 recipe for the model's layers, as ONNX Runtime advises: static for CNNs,
     dynamic for transformers, recurrent and other weight-bound models."""
+    import torch
     import torch.nn as nn
 
+    floats = {t.dtype for t in model.parameters() if t.is_floating_point()}
+    if floats and floats <= {torch.float16, torch.bfloat16}:
+        return Recipe("none", "left out: the weights are float16, and INT8 calibration needs a "
+                      "float32 graph; to quantize, return model.float() from the factory and "
+                      "uncomment the step", "simplify")
     modules = list(model.modules())
     note = "; GRU/RNN layers stay float (ONNX Runtime has no int8 kernel for them)" if any(
         isinstance(m, (nn.GRU, nn.RNN)) for m in modules) else ""
@@ -63,6 +69,9 @@ def render(factory: str, kwargs: dict[str, Any], guess: Any, recipe: Recipe,
 
 
 def _steps(name: str, recipe: Recipe) -> list[str]:
+    int8 = (f"int8: {{uses: quantize, needs: [{recipe.source}], data: calib, "
+            f"recipe: {recipe.mode if recipe.mode != 'none' else 'auto'}}}")
+    compared = "capture, onnx, simplify" + (", int8" if recipe.mode != "none" else "")
     return [
         "data:",
         "  # calibration batches generated from `inputs`; real samples calibrate better:",
@@ -79,15 +88,14 @@ def _steps(name: str, recipe: Recipe) -> list[str]:
         "  # constant folding and graph clean-up, checked against its input",
         "  simplify: {}",
         *_comment(f"INT8, {recipe.why}", "  "),
-        f"  int8: {{uses: quantize, needs: [{recipe.source}], data: calib, "
-        f"recipe: {recipe.mode}}}",
+        f"  {'# ' if recipe.mode == 'none' else ''}{int8}",
         "  # every artifact against the PyTorch model, on fresh inputs at the smallest,",
         "  # largest and in-between sizes: float ones must match closely (metric auto),",
         "  # INT8 by cosine similarity",
         "  compare:",
-        "    needs: [capture, onnx, simplify, int8]",
-        "    tolerances:",
-        "      int8: {metric: cosine, threshold: 0.99}",
+        f"    needs: [{compared}]",
+        *(["    tolerances:", "      int8: {metric: cosine, threshold: 0.99}"]
+          if recipe.mode != "none" else []),
     ]
 
 

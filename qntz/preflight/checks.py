@@ -29,8 +29,12 @@ class Checks:
     """Runs the checks on one live model; collects findings and per-method verdicts."""
 
     def __init__(self, model: Any, inputs: dict[str, InputSpec], opset: int,
-                 report: Callable[[str], None], uses: list[str], scratch: Path):
+                 report: Callable[[str], None], uses: list[str], scratch: Path,
+                 fresh: Callable[[], Any] | None = None):
         self.model, self.inputs, self.opset, self.report = model, inputs, opset, report
+        # each method is tried on a model as the capture step sees it: a module that caches
+        # a tensor on its first forward (a detector's anchors) holds it after eager ran
+        self.fresh: Callable[[], Any] = fresh or (lambda: model)
         self.scratch = scratch  # where the captures are saved and exported, then removed
         self.uses = uses if len(uses) == 1 else []
         self.user = UserCode.of(model)
@@ -38,6 +42,7 @@ class Checks:
         self.verdicts: dict[str, str] = {}
         self.details: dict[str, str] = {}
         self.captured: dict[str, Any] = {}
+        self.eager_onnx = False  # no method captures it, and its ONNX export agrees with eager
         self.calls: dict[str, tuple[str, int]] = {}
         self.constant_sites: set[tuple[str, int]] = set()  # Python values of constants
 
@@ -96,10 +101,11 @@ class Checks:
         from qntz.runtime.torchio import call_eager, flatten_outputs
 
         for kind, label, feed in self.probes():
-            with torch.inference_mode():
-                want = flatten_outputs(call_eager(self.model, feed, self.inputs))
+            # no_grad, not inference_mode: a tensor the model caches must stay usable
+            with torch.no_grad():
+                want = tensors_only(flatten_outputs(call_eager(self.model, feed, self.inputs)))
                 try:
-                    got = flatten_outputs(self.run(call, feed))
+                    got = tensors_only(flatten_outputs(self.run(call, feed)))
                 except Exception as exc:
                     self._disagreement(method, kind, label, f"fails to run: {first_line(exc)}")
                     return False
@@ -159,14 +165,14 @@ class Checks:
                      f"({', '.join(sorted(devices))})", FIXES["multi-device"])
         example = capture_example(self.inputs)
         try:
-            with PythonValues(self) as recorder, torch.inference_mode():
+            with PythonValues(self) as recorder, torch.no_grad():
                 output = self.run(self.model, example)
             self.calls = recorder.calls
         except Exception:
             # some higher-order ops (torch.cond, map) refuse a function mode: run it plainly
             self.findings = [f for f in self.findings if f.rule == "multi-device"]
             try:
-                with torch.inference_mode():
+                with torch.no_grad():
                     output = self.run(self.model, example)
             except Exception as exc:
                 self.add("forward-fails", "error", list(METHODS),
@@ -180,8 +186,17 @@ class Checks:
     def _check_outputs(self, output: Any) -> None:
         import torch
 
+        from qntz.runtime.torchio import output_names
+
         leaves = torch.utils._pytree.tree_leaves(output)
-        odd = [type(leaf).__name__ for leaf in leaves if not isinstance(leaf, torch.Tensor)]
+        nones = [n for n, leaf in zip(output_names(output, self.inputs), leaves) if leaf is None]
+        if nones:  # an optional output not computed (audio encoders without their mask)
+            self.add("none-output", "warning", [],
+                     f"forward returns None for {', '.join(nones)}: "
+                     f"{'it is' if len(nones) == 1 else 'they are'} left out of every comparison",
+                     "nothing to do if that output is unused; else pass the input it needs")
+        odd = [type(leaf).__name__ for leaf in leaves
+               if not isinstance(leaf, torch.Tensor) and leaf is not None]
         if odd:
             self.add("non-tensor-output", "error", list(METHODS),
                      f"forward returns {', '.join(sorted(set(odd)))}, not only tensors",
@@ -206,6 +221,12 @@ class Checks:
             self.add("tensor-to-python", "error", ["trace", "export"],
                      f"a tensor value becomes a Python number ({name.strip('_')}): `{code}`",
                      FIXES["item"], (file, line))
+
+
+def tensors_only(outputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Flattened outputs without the `None`s (object arrays holding None): a None output
+    is named in the findings and compared with nothing."""
+    return [o for o in outputs if not (o.dtype == object and o.shape == () and o.item() is None)]
 
 
 class PythonValues:

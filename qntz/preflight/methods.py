@@ -9,7 +9,7 @@ from typing import Any
 from qntz.core.errors import first_line
 from qntz.core.inputs import capture_example
 from qntz.core.quiet import quiet, recorded_warnings
-from qntz.preflight.checks import FIXES, Checks
+from qntz.preflight.checks import FIXES, Checks, tensors_only
 
 SCRIPT_FIXES = [
     (("Expected a value of type", "inferred", "type annotation", "annotat"),
@@ -28,10 +28,11 @@ def try_trace(checks: Checks) -> None:
 
     from qntz.runtime.torchio import trace
 
-    example = checks.args(capture_example(checks.inputs))
+    model = checks.fresh()
+    example = checks.args(capture_example(checks.inputs), model)
     with recorded_warnings() as caught, torch.no_grad():
         try:
-            traced = trace(checks.model, example, check_trace=False)
+            traced = trace(model, example, check_trace=False)
         except Exception as exc:
             checks.add("trace-fails", "error", ["trace"], f"tracing fails: {first_line(exc)}",
                        _trace_fix(str(exc)), checks.user.in_traceback(exc))
@@ -73,7 +74,7 @@ def try_script(checks: Checks) -> None:
 
     with recorded_warnings():
         try:
-            scripted = torch.jit.script(checks.model)
+            scripted = torch.jit.script(checks.fresh())
         except Exception as exc:
             text = str(exc)
             fix = next((f for keys, f in SCRIPT_FIXES if any(k in text for k in keys)),
@@ -92,12 +93,12 @@ def try_export(checks: Checks) -> None:
 
     from qntz.runtime.torchio import dynamic_shapes
 
-    args, kwargs = checks.args(capture_example(checks.inputs))
+    model = checks.fresh()
+    args, kwargs = checks.args(capture_example(checks.inputs), model)
     with quiet(stderr=True):
         try:
-            program = torch.export.export(checks.model, args, kwargs,
-                                          dynamic_shapes=dynamic_shapes(checks.inputs,
-                                                                        checks.model),
+            program = torch.export.export(model, args, kwargs,
+                                          dynamic_shapes=dynamic_shapes(checks.inputs, model),
                                           strict=False)
         except Exception as exc:
             _export_finding(checks, exc)
@@ -137,16 +138,20 @@ def try_onnx(checks: Checks) -> None:
     with its fallback from dynamo to the TorchScript exporter), then verify the file: the
     opset written, the ONNX checker, and ONNX Runtime's outputs against eager."""
     order = [*checks.uses, "export", "trace", "script"]  # as the pipeline would export
-    method = next((m for m in order if m in checks.captured), None)
-    if method is None:
-        return
+    method = next((m for m in order if m in checks.captured
+                   and (m in checks.uses or checks.verdicts.get(m) != "fails")), None)
+    # with no capture, `capture: {uses: auto}` hands the eager model to the onnx step
     first = "dynamo" if method == "export" else "torchscript"
-    tries = [(first, checks.captured[method]), ("torchscript", checks.model)]
+    tries = [(first, checks.captured[method])] if method else []
+    tries.append(("torchscript", checks.fresh()))
     failures: list[Exception | str] = []
     for exporter, model in tries:
         problem = _onnx_problem(checks, model, exporter)
         if problem is None:
             checks.verdicts["onnx"] = "ok"
+            if method is None:  # what `auto` would hand to the onnx step: judged for real
+                checks.eager_onnx = _onnx_agrees(checks, checks.scratch /
+                                                 f"preflight-{exporter}.onnx")
             if failures:
                 checks.details["onnx"] = (f"the {first} exporter {_text(failures[0])}; the "
                                           "TorchScript exporter's model of the eager module "
@@ -200,6 +205,33 @@ def _onnx_file_problem(checks: Checks, path: Path, example: dict, names: list[st
     return None
 
 
+def _onnx_agrees(checks: Checks, path: Path) -> bool:
+    """The ONNX export of the eager model agrees with eager on inputs unlike the example
+    (other values, the range's ends): an exporter's trace freezes a NumPy result or a
+    Python number as surely as torch.jit.trace does. Sizes are the onnx step's check."""
+    import numpy as np
+    import torch
+
+    from qntz.runtime.ortrun import run, session
+    from qntz.runtime.torchio import call_eager, flatten_outputs
+
+    try:
+        sess = session(path)
+        for kind, _, feed in checks.probes():
+            if kind != "values":
+                continue
+            with torch.no_grad():
+                want = tensors_only(flatten_outputs(call_eager(checks.model, feed,
+                                                               checks.inputs)))
+            got = run(sess, feed)
+            if len(got) != len(want) or any(g.shape != w.shape or not np.allclose(
+                    g, w, rtol=1e-3, atol=1e-4, equal_nan=True) for g, w in zip(got, want)):
+                return False
+    except Exception:
+        return False
+    return True
+
+
 def _warn_if_outputs_differ(checks: Checks, got: list, example: dict) -> None:
     import numpy as np
     import torch
@@ -207,8 +239,8 @@ def _warn_if_outputs_differ(checks: Checks, got: list, example: dict) -> None:
     from qntz.runtime.torchio import flatten_outputs, to_torch
 
     args, kwargs = to_torch(example, checks.inputs, checks.model)
-    with torch.inference_mode():
-        want = flatten_outputs(checks.model(*args, **kwargs))
+    with torch.no_grad():
+        want = tensors_only(flatten_outputs(checks.model(*args, **kwargs)))
     if len(got) != len(want) or any(g.shape != w.shape or not np.allclose(
             g, w, atol=1e-3, rtol=1e-2) for g, w in zip(got, want)):
         checks.add("onnx-outputs-differ", "warning", ["onnx"],

@@ -13,6 +13,10 @@ def markdown(report: dict[str, Any], name: str) -> str:
         f"# {name}: preflight",
         "",
         f"**Recommendation: `{recommendation}`**" if recommendation
+        else "**No capture method gives a correct model**, but the ONNX export of the eager "
+        "model agrees with eager on varied inputs: `capture: {uses: auto}` hands the eager "
+        "model to the onnx step (no TorchScript or ExportedProgram artifact)."
+        if report.get("eager_onnx")
         else "**No capture method gives a correct model.** Fix the errors below.",
         "",
         "| method | verdict |",

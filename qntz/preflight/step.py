@@ -19,7 +19,7 @@ PREFERENCE = ("export", "trace", "script")  # torch.export is where PyTorch is g
 
 class Preflight(Step):
     kind = "preflight"
-    version = 3  # findings judged against the real test; inputs bound by name
+    version = 4  # each method on a fresh copy; None outputs; the eager model's ONNX judged
     help = "try trace, script and export on the live model; find what breaks each, and where"
     params = {
         "methods": {"type": "array", "items": {"enum": list(METHODS)}, "default": list(METHODS),
@@ -45,7 +45,9 @@ class Preflight(Step):
         if "verdicts" not in s:
             return ""
         verdicts = ", ".join(f"{m} {v}" for m, v in s["verdicts"].items())
-        advice = f"use {s['recommendation']}" if s["recommendation"] else "no safe method"
+        advice = f"use {s['recommendation']}" if s["recommendation"] else \
+            "no safe method; its eager ONNX agrees (auto exports it)" if s.get("eager_onnx") \
+            else "no safe method"
         return (f"{advice} ({verdicts}); {plural(s['counts']['error'], 'error')}, "
                 f"{plural(s['counts']['warning'], 'warning')} in {s['seconds']:.1f}s")
 
@@ -60,7 +62,8 @@ class Preflight(Step):
         (ctx.out / "report.json").write_text(json.dumps(report, indent=1))
         (ctx.out / "report.md").write_text(markdown(report, ctx.pipeline.name))
         (ctx.out / "timing.json").write_text(json.dumps({"seconds": seconds}))
-        summary = {**{k: report[k] for k in ("verdicts", "recommendation", "counts")},
+        summary = {**{k: report[k] for k in ("verdicts", "recommendation", "counts",
+                                             "eager_onnx")},
                    "seconds": seconds, "volatile": ["timing.json"]}
         blocking, methods = _blocking(report, ctx.params["fail_on"], ctx.extras["uses"])
         if blocking:
@@ -100,6 +103,8 @@ def _blocking(report: dict[str, Any], fail_on: str, uses: list[str]
     auto = set(uses) == set(METHODS)
     if auto and report["recommendation"]:
         uses = [report["recommendation"]]  # auto captures with the safe method
+    elif auto and report["eager_onnx"]:
+        uses = []  # no method works: auto hands the eager model to the onnx step
     relevant = set(uses) | {"onnx"}
     found = [f for f in report["findings"]
              if f["severity"] in severities and relevant & set(f["methods"])]
@@ -113,8 +118,9 @@ def check_model(ctx: StepContext, scratch: Path) -> dict[str, Any]:
     from qntz.preflight.checks import Checks
     from qntz.preflight.methods import try_export, try_onnx, try_script, try_trace
 
-    checks = Checks(ctx.live_model(), ctx.pipeline.inputs, ctx.extras["opset"], ctx.report,
-                    ctx.extras["uses"], scratch)
+    model = ctx.live_model()  # as loaded: preflight runs before any capture
+    checks = Checks(pristine_copy(model), ctx.pipeline.inputs, ctx.extras["opset"],
+                    ctx.report, ctx.extras["uses"], scratch, lambda: pristine_copy(model))
     ctx.report("general rules")
     output = checks.general()
     if output is not None:
@@ -138,10 +144,25 @@ def check_model(ctx: StepContext, scratch: Path) -> dict[str, Any]:
         finding["fix"] = other_methods(finding["fix"], finding["methods"], verdicts)
         if finding["file"]:
             finding["file"] = display_path(finding["file"], ctx.pipeline.root)
-    return {"verdicts": verdicts, "recommendation": recommend(verdicts),
+    recommendation = recommend(verdicts)
+    return {"verdicts": verdicts, "recommendation": recommendation,
+            "eager_onnx": recommendation is None and checks.eager_onnx,
             "findings": findings, "opset": ctx.extras["opset"], "uses": ctx.extras["uses"],
             "counts": {s: sum(f["severity"] == s for f in findings)
                        for s in ("error", "warning")}}
+
+
+def pristine_copy(model: Any) -> Any:
+    """A deep copy of the model as loaded, never run: each method, and the eager reference,
+    gets its own, so what one forward caches on a module (a detector's anchors, created
+    under no_grad or inference_mode) reaches neither another method nor the pipeline's
+    capture. A model that cannot be copied is used itself."""
+    import copy
+
+    try:
+        return copy.deepcopy(model)
+    except Exception:
+        return model
 
 
 def _verdict(method: str, checks: Any) -> str:

@@ -26,6 +26,7 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
     from qntz.runtime.onnxinfo import describe
 
     params = ctx.params
+    _float32_graph(ctx, source)
     feeds = load_dataset(ctx.pipeline, params["data"], params["samples"])
     with scratch(ctx, "int8-") as work:
         prepared, note = work / "prepared.onnx", "none"
@@ -79,6 +80,20 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
             **({"warnings": warnings} if warnings else {}),
             **({"volatile": ["budget_latency.json"]} if tradeoff else {}),
             **describe(ctx.out / "model.onnx")}
+
+
+def _float32_graph(ctx: StepContext, source: Path) -> None:
+    """INT8 calibration needs float32 tensors: a float16 model gets that said, not "no node
+    was quantized" with a hint about settings the pipeline never set."""
+    import onnx
+
+    from qntz.quantize.precision_check import half_graph
+
+    why = half_graph(onnx.load(str(source), load_external_data=False))
+    if why:
+        raise ctx.fail(f"INT8 calibration needs a float32 graph, and this one is not ({why})",
+                       hint="return a float32 model from the factory (`model.float()`, inputs "
+                       "`dtype: float32`), or quantize with `precision: fp16`")
 
 
 def check_agreement(ctx: StepContext, accuracy: dict[str, Any]) -> None:

@@ -50,6 +50,23 @@ def check_int8(model: Any, mode: str, intended: list[str]) -> dict[str, Any]:
             "qdq_pairs": counts["QuantizeLinear"]}
 
 
+def half_graph(model: Any) -> str | None:
+    """What makes a graph float16/bfloat16 rather than float32 (its weights, its inputs), or
+    None: ONNX Runtime calibrates and quantizes float32 tensors only, so INT8 of a float16
+    graph quantizes nothing."""
+    wide = {FLOAT16: "float16", BFLOAT16: "bfloat16"}
+    weights = Counter(t.data_type for t in model.graph.initializer)
+    halves = sum(weights[k] for k in wide)
+    if halves and halves >= weights[FLOAT]:
+        kind = wide[max(wide, key=lambda k: weights[k])]
+        return f"{halves} of its {sum(weights.values())} weights are {kind}"
+    inputs = [(i.name, wide[t]) for i in model.graph.input
+              if (t := i.type.tensor_type.elem_type) in wide]
+    if inputs and not weights[FLOAT]:
+        return f"its input {inputs[0][0]} is {inputs[0][1]}"
+    return None
+
+
 def _float_kinds(by_name: dict[str, Any], names: list[str]) -> str:
     kinds = sorted({by_name[n].op_type for n in names if n in by_name} - set(QDQ_INTEGER))
     return f"; {', '.join(kinds)} fed by DequantizeLinear still compute in float" if kinds \
