@@ -88,3 +88,19 @@ def test_default_written_explicitly_hashes_the_same(ws):
                               "capture: {uses: trace, check_trace: true}\nonnx: {opset: 17}"))
     states = json.loads(ws.qntz("status", "pipeline.yaml", "--json").out)["steps"]
     assert {s["state"] for s in states} == {"cached"}
+
+
+def test_device_cuda_without_a_gpu_is_one_line(ws):
+    import torch
+
+    if torch.cuda.is_available():
+        import pytest
+
+        pytest.skip("this machine has a CUDA device")
+    text = pipeline_text("models.clean:SmallCNN", "capture: {uses: trace}")
+    path = ws.pipeline(text.replace("factory: models.clean:SmallCNN",
+                                    "factory: models.clean:SmallCNN\n  device: cuda"))
+    done = ws.qntz("run", path)
+    assert done.code == 2
+    assert done.err.count("error:") == 1 and "sees no CUDA device" in done.err
+    assert "device: cpu" in done.err

@@ -35,7 +35,7 @@ WAS_TRAINING: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDiction
 
 class Load(Step):
     kind = "load"
-    version = 2  # says when the factory returned a model in train() mode
+    version = 3  # the model's device (`device:`, or where the factory put it)
     help = "load the model: a Python factory (module:attr), a TorchScript file or an ONNX file"
     params = {
         "factory": {**FACTORY_SCHEMA,
@@ -46,6 +46,9 @@ class Load(Step):
                    "description": "weights must match the model's parameters exactly"},
         "torchscript": {"type": "string", "description": "a TorchScript .pt file"},
         "onnx": {"type": "string", "description": "an ONNX file to start from"},
+        "device": {"type": "string", "pattern": "^(cpu|cuda(:[0-9]+)?)$",
+                   "description": "where the model runs (cpu, cuda, cuda:N): load moves it "
+                   "there; without it, the model stays where the factory put it"},
     }
     libraries = ("torch", "numpy")
 
@@ -105,6 +108,8 @@ class Load(Step):
         if "parameters" not in summary:
             return ""
         line = f"{summary.get('class')}, {summary['parameters']:,} parameters"
+        if summary.get("device", "cpu") != "cpu":
+            line += f" on {summary['device']}"
         if summary.get("was_training"):
             line += (f"; returned in train() mode: switched to eval(), which changes its "
                      f"{', '.join(summary['was_training'])}")
@@ -119,6 +124,7 @@ class Load(Step):
             model = ctx.live_model()
             summary["parameters"] = sum(p.numel() for p in model.parameters())
             summary["class"] = type(model).__name__
+            summary["device"] = _device_of(model)
             if model in WAS_TRAINING:
                 summary["was_training"] = WAS_TRAINING[model]
         summary["fingerprint"] = ctx.extras["files"]
@@ -133,7 +139,7 @@ def build_model(params: dict[str, Any], pipeline: Pipeline, where: str) -> Any:
     root = pipeline.root
     if "torchscript" in params:
         path = model_file(root, params["torchscript"], "torchscript", where)
-        return _load_torchscript(path, where)
+        return _placed(_load_torchscript(path, where), params.get("device"), where)
     if "onnx" in params:
         return None
     factory = import_factory(params["factory"], root, where)
@@ -154,7 +160,32 @@ def build_model(params: dict[str, Any], pipeline: Pipeline, where: str) -> Any:
     changed = _train_only(model)
     if changed:
         WAS_TRAINING[model] = changed  # load's summary says so: eval() changes what it computes
-    return model.eval()
+    return _placed(model.eval(), params.get("device"), where)
+
+
+def _placed(model: Any, device: str | None, where: str) -> Any:
+    """The model on `device` (None: where the factory put it)."""
+    if device is None:
+        return model
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PipelineError(f"device: {device}, but torch {torch.__version__} sees no CUDA "
+                            "device here", where=where,
+                            hint="set `device: cpu`, or run where a GPU and a CUDA build of "
+                            "torch are")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise PipelineError(f"device: {device}, but there are {torch.cuda.device_count()} CUDA "
+                            "devices here", where=where, hint="use cuda:0 … "
+                            f"cuda:{torch.cuda.device_count() - 1}")
+    return model.to(device)
+
+
+def _device_of(model: Any) -> str:
+    """The device of the model's first parameter or buffer ("cpu" when it has none)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return str(tensor.device)
+    return "cpu"
 
 
 ARGUMENT_ERRORS = ("argument", "positional", "keyword")  # TypeError about a call's arguments

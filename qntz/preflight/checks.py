@@ -158,11 +158,14 @@ class Checks:
         """One device, tensors in and out, torch doing the computing. Returns eager output."""
         import torch
 
-        devices = {str(t.device) for t in [*self.model.parameters(), *self.model.buffers()]}
-        if len(devices) > 1:
+        first: dict[str, str] = {}  # device -> the first parameter or buffer on it
+        for name, tensor in [*self.model.named_parameters(), *self.model.named_buffers()]:
+            first.setdefault(str(tensor.device), name)
+        if len(first) > 1:
+            on = ", ".join(f"`{name}` on {device}" for device, name in sorted(first.items()))
             self.add("multi-device", "error", list(METHODS),
-                     f"parameters and buffers live on {len(devices)} devices "
-                     f"({', '.join(sorted(devices))})", FIXES["multi-device"])
+                     f"parameters and buffers live on {len(first)} devices: {on}",
+                     FIXES["multi-device"])
         example = capture_example(self.inputs)
         try:
             with PythonValues(self) as recorder, torch.no_grad():
