@@ -90,6 +90,16 @@ def test_a_none_output_is_named_and_left_out_of_preflight(ws):
     assert "none-output" in (ws.root / "out/t/preflight/report.md").read_text()
 
 
+def test_a_none_output_is_left_out_of_compare_too(ws):
+    ws.pipeline(pipeline("NoneOutput", VECTOR, "capture: {uses: export}\nonnx: {opset: 18}\n"
+                         "compare: {needs: [capture, onnx]}"))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.err
+    report = json.loads((ws.root / "out/t/compare/report.json").read_text())
+    assert {c["status"] for c in report["candidates"]} == {"pass"}
+    assert [o["name"] for o in report["candidates"][0]["outputs"]] == ["output_0"]
+
+
 def test_int8_of_a_float16_model_says_it_needs_float32(ws):
     x = "{shape: [batch, 3, 16, 16], dtype: float16, dynamic: {batch: [1, 2, 4]}}"
     ws.pipeline(pipeline("half_model", x, """

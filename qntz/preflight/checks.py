@@ -192,7 +192,8 @@ class Checks:
         from qntz.runtime.torchio import output_names
 
         leaves = torch.utils._pytree.tree_leaves(output)
-        nones = [n for n, leaf in zip(output_names(output, self.inputs), leaves) if leaf is None]
+        named = output_names(output, self.inputs, with_none=True)
+        nones = [n for n, leaf in zip(named, leaves) if leaf is None]
         if nones:  # an optional output not computed (audio encoders without their mask)
             self.add("none-output", "warning", [],
                      f"forward returns None for {', '.join(nones)}: "

@@ -132,10 +132,13 @@ def export_call(feed: dict[str, np.ndarray], inputs: dict[str, InputSpec], model
 
 
 def flatten_outputs(value: Any) -> list[np.ndarray]:
-    """Tensors of a nested output (tuples, lists, dicts) in the order exporters use."""
+    """Tensors of a nested output (tuples, lists, dicts) in the order exporters use; `None`
+    leaves are left out (and out of `output_names`)."""
     leaves = torch.utils._pytree.tree_leaves(value)
     out = []
     for leaf in leaves:
+        if leaf is None:  # an optional output not computed: ONNX has no such output either
+            continue
         if isinstance(leaf, torch.Tensor):
             leaf = leaf.detach()
             if leaf.dtype == torch.bfloat16:
@@ -146,12 +149,14 @@ def flatten_outputs(value: Any) -> list[np.ndarray]:
     return out
 
 
-def output_names(value: Any, inputs: Any = ()) -> list[str]:
+def output_names(value: Any, inputs: Any = (), with_none: bool = False) -> list[str]:
     """Names of the flattened outputs: dict and ModelOutput keys, dotted for nested ones
     (`past_key_values.0.key`); `output` for a lone tensor, `output_0`, ... for a tuple. A
     key that is also an input's name (diffusers returns `sample` for a `sample` input)
-    becomes `output.<key>`: ONNX names every value once."""
-    paths = _leaf_paths(value)
+    becomes `output.<key>`: ONNX names every value once. `None` leaves have no name unless
+    `with_none`."""
+    leaves = torch.utils._pytree.tree_leaves(value)
+    paths = [p for p, leaf in zip(_leaf_paths(value), leaves) if with_none or leaf is not None]
     if len(paths) == 1 and not paths[0]:
         return ["output"]
     names = []
