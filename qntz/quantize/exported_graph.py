@@ -195,25 +195,34 @@ def unflatten_linears(model: Any) -> int:
     a 3-D input, becomes MatMul → Add on x itself: the attention patterns need it."""
     from onnx import numpy_helper
 
-    from qntz.runtime.onnx_files import infer_shapes
-
-    constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    inferred = infer_shapes(model, with_data=False).graph  # any size
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    if not matmuls:
+        return 0
+    producers = {o: n for n in model.graph.node for o in n.output}
+    flattens = {producers[m.input[0]].input[1] for m in matmuls
+                if m.input[0] in producers and producers[m.input[0]].op_type == "Reshape"
+                and len(producers[m.input[0]].input) > 1}
+    # only reshape targets are read as values: the weights' data is not converted
+    constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer
+                 if i.name in flattens}
+    if not constants:
+        return 0
+    inferred = ranks_inferred(model).graph
     ranks = {v.name: len(v.type.tensor_type.shape.dim)
              for v in [*inferred.value_info, *inferred.input, *inferred.output]
              if v.type.tensor_type.HasField("shape")}
-    producers = {o: n for n in model.graph.node for o in n.output}
+    weights = {i.name for i in model.graph.initializer}
     readers: dict[str, list[Any]] = {}
     for node in model.graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
     outputs = {o.name for o in model.graph.output}
     renamed, dropped = {}, set()
-    for matmul in (n for n in model.graph.node if n.op_type == "MatMul"):
+    for matmul in matmuls:
         flatten = producers.get(matmul.input[0])
         following = readers.get(matmul.output[0], [])
         if flatten is None or flatten.op_type != "Reshape" or len(following) != 1 or \
-                matmul.input[1] not in constants or len(readers[flatten.output[0]]) != 1:
+                matmul.input[1] not in weights or len(readers[flatten.output[0]]) != 1:
             continue
         target = constants.get(flatten.input[1])
         add = following[0]
@@ -232,6 +241,29 @@ def unflatten_linears(model: Any) -> int:
         return 0
     _bypass(model, renamed, dropped)
     return len(renamed)
+
+
+def ranks_inferred(model: Any) -> Any:
+    """onnx's shape inference on the graph alone: a model with `model`'s graph and inferred
+    types, its large tensors without their data (inference reads only small constants:
+    shapes, axes), so that a model of any size costs what its graph costs rather than two
+    serializations of its weights. `model` is not changed."""
+    import onnx
+    from onnx import shape_inference
+
+    from qntz.runtime.onnx_files import TENSOR_THRESHOLD
+
+    graph = model.graph
+    bare = onnx.GraphProto(name=graph.name, node=graph.node, input=graph.input,
+                           output=graph.output, value_info=graph.value_info)
+    for tensor in graph.initializer:
+        if tensor.ByteSize() >= TENSOR_THRESHOLD and tensor.HasField("raw_data"):
+            bare.initializer.add(name=tensor.name, dims=tensor.dims, data_type=tensor.data_type)
+        else:
+            bare.initializer.add().CopyFrom(tensor)
+    graph_only = onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import,
+                                 functions=model.functions, graph=bare)
+    return shape_inference.infer_shapes(graph_only)
 
 
 def _bypass(model: Any, renamed: dict[str, str], dropped: set[str]) -> None:

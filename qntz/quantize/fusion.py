@@ -34,6 +34,7 @@ from qntz.quantize.exported_graph import (
 MS_DOMAIN = "com.microsoft"
 AGREEMENT = 0.9999  # cosine per row between the fused and the unfused float model
 SLOWER_FUSED_RESIDUAL = 1.3
+PLAIN_CHECKS = 8  # calibration feeds the fused graph is checked on as they are
 
 
 @dataclass
@@ -58,7 +59,7 @@ def fuse_for_onnxruntime(source: Path, target: Path, feeds: list[dict[str, np.nd
     `dynamic` names the dynamic axes of each input (input → axis → dim name)."""
     import onnx
 
-    from qntz.runtime.onnx_files import save_onnx
+    from qntz.runtime.onnx_files import remove_onnx, save_onnx
 
     result = Fusion()
     model = onnx.load(str(source))
@@ -79,15 +80,36 @@ def fuse_for_onnxruntime(source: Path, target: Path, feeds: list[dict[str, np.nd
                             "result")
     if not result.applied:
         return result
-    checks, reference = _reference(source, _verification_feeds(fused, feeds))
+    checks, reference, kept = _reference(source, _verification_feeds(fused, feeds))
     for label, variant in _attention_variants(fused):
         residual = _prefer_sum_residuals(variant)
-        if _agrees(variant, reference, checks):
-            save_onnx(variant, target)
+        save_onnx(variant, target)  # the session reads the file: the model is written once
+        agreed = _agrees(target, reference, checks)
+        if agreed is not None:
+            _remember_outputs(target, agreed, feeds, kept)
             result.used, result.attention, result.residual = True, label, residual
             return result
         result.notes.append(f"attention as {label} changed the float outputs; not used")
+    remove_onnx(target)
     return result
+
+
+def _remember_outputs(target: Path, agreed: tuple[Any, list[list[np.ndarray]]],
+                      feeds: list[dict[str, np.ndarray]], kept: list[int]) -> None:
+    """The fused model's first output on every calibration feed, for the step's agreement
+    measure (`agreement.outputs`), which would otherwise build a session of the same file
+    and run it again: the plain feeds among the checks are reused, the rest are run on the
+    session the check built."""
+    from qntz.quantize.agreement import remember
+    from qntz.runtime.ortrun import run
+
+    sess, got = agreed
+    plain = {index: outs[0] for index, outs in zip(kept, got) if index < PLAIN_CHECKS}
+    try:
+        firsts = [plain[i] if i in plain else run(sess, feed)[0] for i, feed in enumerate(feeds)]
+    except Exception:  # measured later the usual way, with the error where it belongs
+        return
+    remember(target, feeds, firsts)
 
 
 def _onnxscript_fusions(model: Any) -> tuple[Any, dict[str, int]]:
@@ -306,7 +328,7 @@ def _verification_feeds(model: Any, feeds: list[dict[str, np.ndarray]]
     odd rows and one row masked entirely: generated data usually has no padding, and padding
     is where a rewritten mask or a removed softmax guard goes wrong."""
     integer = {i.name for i in model.graph.input if i.type.tensor_type.elem_type in (6, 7)}
-    checks = [dict(f) for f in feeds[:8]]
+    checks = [dict(f) for f in feeds[:PLAIN_CHECKS]]  # first: `_remember_outputs` counts on it
     for feed in feeds[:4]:
         for name, values in feed.items():
             if name not in integer or values.ndim != 2 or values.shape[1] < 2 or \
@@ -324,50 +346,51 @@ def _verification_feeds(model: Any, feeds: list[dict[str, np.ndarray]]
 
 
 def _reference(source: Path, feeds: list[dict[str, np.ndarray]]
-               ) -> tuple[list[dict[str, np.ndarray]], list[list[np.ndarray]]]:
+               ) -> tuple[list[dict[str, np.ndarray]], list[list[np.ndarray]], list[int]]:
     """The unfused model's outputs on the feeds it accepts (an added padding row can be out
-    of range for an input that only looked like a mask)."""
+    of range for an input that only looked like a mask), and the indices of those feeds."""
     from qntz.runtime.ortrun import run, session
 
     sess = session(source)
-    kept, outputs = [], []
-    for feed in feeds:
+    kept, outputs, indices = [], [], []
+    for index, feed in enumerate(feeds):
         try:
             outputs.append(run(sess, feed))
         except Exception:
             continue
         kept.append(feed)
-    return kept, outputs
+        indices.append(index)
+    del sess
+    return kept, outputs, indices
 
 
-def _agrees(candidate: Any, reference: list[list[np.ndarray]],
-            feeds: list[dict[str, np.ndarray]]) -> bool:
-    """Every output equal to the unfused model's up to float rounding, row by row (rows the
-    unfused model itself gives NaN or infinity for are not compared)."""
+def _agrees(candidate: Path, reference: list[list[np.ndarray]],
+            feeds: list[dict[str, np.ndarray]]) -> tuple[Any, list[list[np.ndarray]]] | None:
+    """The candidate's session and outputs when every output equals the unfused model's up
+    to float rounding, row by row (rows the unfused model itself gives NaN or infinity for
+    are not compared); None when one does not."""
     from qntz.runtime.metrics import row_cosines
-    from qntz.runtime.onnx_files import session_source
     from qntz.runtime.ortrun import run, session
 
     try:
-        with session_source(candidate) as source:
-            sess = session(source)
+        sess = session(candidate)
         got = [run(sess, feed) for feed in feeds]
     except Exception:
-        return False
+        return None
     for outs, wants in zip(got, reference):
         for out, want in zip(outs, wants):
             if out.shape != want.shape:
-                return False
+                return None
             rows = max(len(want), 1) if want.ndim else 1
             a, b = out.reshape(rows, -1), want.reshape(rows, -1)
             finite = np.isfinite(b).all(1)
             a, b = a[finite], b[finite]
             if not np.isfinite(a).all():
-                return False
+                return None
             if a.size and (np.abs(a - b).max() > 1e-3 * max(np.abs(b).max(), 1e-6) or
                            row_cosines(a, b).min() < AGREEMENT):
-                return False
-    return True
+                return None
+    return sess, got
 
 
 def _attribute(node: Any, name: str) -> Any:
