@@ -299,16 +299,23 @@ def _load_all(api: Any, args: argparse.Namespace, errors: _Tee, codes: list[int]
         raise PipelineError("--set does not reach Ray workers: they read the pipeline file",
                             hint="write the parameters in the file, or run with --executor "
                             "local")
-    pipelines = []
-    for path in pipeline_files(args.file):
-        try:
-            pipelines.append(api.load_pipeline(path, sets))
-        except QntzError as exc:
-            if not args.keep_going or args.json:
-                raise
-            report_error(errors, exc, args.verbose)
-            codes.append(exc.exit_code)
-    return pipelines
+    loaded = [_or_reported(args, errors, codes, api.load_pipeline, path, sets)
+              for path in pipeline_files(args.file)]
+    return [p for p in loaded if p is not None]
+
+
+def _or_reported(args: argparse.Namespace, errors: Any, codes: list[int], call: Any,
+                 *options: Any) -> Any:
+    """`call(*options)`; with --keep-going (and no --json) a QntzError is one error line,
+    its exit code kept in `codes`, and None."""
+    try:
+        return call(*options)
+    except QntzError as exc:
+        if not args.keep_going or args.json:
+            raise
+        report_error(errors, exc, args.verbose)
+        codes.append(exc.exit_code)
+        return None
 
 
 def _run(api: Any, args: argparse.Namespace, pipelines: list[Any], reporter: Any,
@@ -316,21 +323,19 @@ def _run(api: Any, args: argparse.Namespace, pipelines: list[Any], reporter: Any
     if args.executor == "ray":
         return list(zip(pipelines, api.run_all(pipelines, "ray", args.address, reporter),
                         strict=True))
+    import functools
+
+    run = functools.partial(api.run, remote=not args.no_remote)
     done = []
     for pipeline in pipelines:
         steps, force = args.step, args.force
         if args.remeasure:  # the compare steps forced; what they compare comes from the cache
             steps = [s for s in pipeline.order() if pipeline.steps[s].kind == "compare"]
             steps, force = steps or args.step, bool(steps) or args.force
-        try:
-            done.append((pipeline, api.run(pipeline, steps, args.jobs, force,
-                                           args.keep_going, reporter,
-                                           remote=not args.no_remote)))
-        except QntzError as exc:
-            if not args.keep_going or args.json:
-                raise
-            report_error(errors, exc, args.verbose)
-            codes.append(exc.exit_code)
+        result = _or_reported(args, errors, codes, run, pipeline, steps, args.jobs, force,
+                              args.keep_going, reporter)
+        if result is not None:
+            done.append((pipeline, result))
     return done
 
 
