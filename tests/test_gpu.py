@@ -59,3 +59,54 @@ def test_parameters_on_two_devices_are_a_preflight_error_naming_both(ws):
     assert done.code != 0
     assert "multi-device" in done.err or "devices" in done.err
     assert "head." in done.err and "conv." in done.err
+
+
+FROZEN = """\
+import torch
+from torch import nn
+
+
+class Frozen(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.fc(x) + torch.ones(8, device=x.device)  # frozen by tracing
+
+
+class FromInput(Frozen):
+    def forward(self, x):
+        return self.fc(x) + x.new_ones(8)
+"""
+VECTOR = {"shape": "[batch, 8]"}
+FROZEN_LINE = 'torch.ones(8, device=x.device)'
+
+
+def _preflight_and_compare(ws, factory: str, model_device: str, compare_device: str):
+    text = pipeline_text(factory, "preflight: {fail_on: never}\ncapture: {uses: trace}\n"
+                         f"compare: {{needs: [capture], device: {compare_device}}}", **VECTOR)
+    if model_device != "cpu":
+        text = text.replace(f"factory: {factory}", f"factory: {factory}\n  device: {model_device}")
+    ws.write("models/frozen.py", FROZEN)
+    done = ws.qntz("run", ws.pipeline(text))
+    findings = json.loads((ws.root / "out" / "t" / "preflight" / "report.json").read_text())
+    return done, [f for f in findings["findings"] if f["rule"] == "trace-device-constant"]
+
+
+@pytest.mark.parametrize("model_device, other", [("cpu", "cuda"), ("cuda", "cpu")])
+def test_a_frozen_device_is_run_on_the_other_device_and_compare_fails_it_there(
+        ws, model_device, other):
+    done, found = _preflight_and_compare(ws, "models.frozen:Frozen", model_device, other)
+    assert found, done.err
+    assert f"on {other} the traced model fails" in found[0]["message"]
+    line = FROZEN.splitlines()[found[0]["line"] - 1]
+    assert FROZEN_LINE in line and found[0]["file"].endswith("frozen.py")
+    assert done.code != 0
+    assert "capture (torchscript) failed to run" in done.err and "new_zeros" in done.err
+
+
+def test_a_tensor_made_from_the_input_follows_it_to_the_other_device(ws):
+    done, found = _preflight_and_compare(ws, "models.frozen:FromInput", "cpu", "cuda")
+    assert done.code == 0, done.err
+    assert found == []

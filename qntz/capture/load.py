@@ -167,18 +167,28 @@ def _placed(model: Any, device: str | None, where: str) -> Any:
     """The model on `device` (None: where the factory put it)."""
     if device is None:
         return model
+    if why := cuda_problem(device):
+        import torch
+
+        count = torch.cuda.device_count()
+        raise PipelineError(f"device: {device}, but {why}", where=where,
+                            hint=f"use cuda:0 … cuda:{count - 1}" if count else
+                            "set `device: cpu`, or run where a GPU and a CUDA build of "
+                            "torch are")
+    return model.to(device)
+
+
+def cuda_problem(device: str) -> str | None:
+    """Why `device` (cpu, cuda, cuda:N) cannot be used here; None when it can."""
     import torch
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PipelineError(f"device: {device}, but torch {torch.__version__} sees no CUDA "
-                            "device here", where=where,
-                            hint="set `device: cpu`, or run where a GPU and a CUDA build of "
-                            "torch are")
+    if not device.startswith("cuda"):
+        return None
+    if not torch.cuda.is_available():
+        return f"torch {torch.__version__} sees no CUDA device here"
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
-        raise PipelineError(f"device: {device}, but there are {torch.cuda.device_count()} CUDA "
-                            "devices here", where=where, hint="use cuda:0 … "
-                            f"cuda:{torch.cuda.device_count() - 1}")
-    return model.to(device)
+        return f"there are {torch.cuda.device_count()} CUDA devices here"
+    return None
 
 
 def _device_of(model: Any) -> str:

@@ -305,6 +305,14 @@ def _add_outputs(stats: list[OutputStats], label: str, feed: dict[str, np.ndarra
         stat.add(label, np.asarray(g), np.asarray(w), truth, noisy)
 
 
+def _device_hint(message: str) -> str:
+    if "device" not in message:
+        return ""
+    return (" (fix: the capture froze a device into the model (preflight's "
+            "trace-device-constant names the line): create the tensor from an input, e.g. "
+            "x.new_zeros(...), or set compare's `device` to where it was captured)")
+
+
 def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
                expected: list[list[np.ndarray]], default_names: list[str],
                runners: dict[str, Runner], references: tuple[Any, Any] = (None, None)
@@ -327,7 +335,7 @@ def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
             message = " ".join(str(exc).split())[:240]
             return {**row, "status": "error",
                     "reason": f"{step_id} ({kind}) failed to run on {label}: "
-                              f"{type(exc).__name__}: {message}"}
+                              f"{type(exc).__name__}: {message}{_device_hint(message)}"}
         if len(got) != len(want):
             return {**row, "status": "fail", "reason": f"{step_id} ({kind}) returned "
                     f"{len(got)} outputs, the reference {len(want)}"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,10 @@ import numpy as np
 from qntz.core.cache import Artifact
 from qntz.core.inputs import InputSpec
 from qntz.core.registry import NotRunnable, Runner, runner_factory
+
+# where TorchScript and ExportedProgram candidates run (compare's `device`); None: where
+# they were captured
+TORCH_DEVICE: ContextVar[str | None] = ContextVar("qntz_torch_device", default=None)
 
 
 class TorchRunner:
@@ -60,7 +65,8 @@ def torchscript_runner(artifact: Artifact, inputs: dict[str, InputSpec]
                        ) -> tuple[Runner, list[str]]:
     import torch
 
-    module = torch.jit.load(str(artifact.file("model.pt"))).eval()
+    module = torch.jit.load(str(artifact.file("model.pt")), map_location=TORCH_DEVICE.get())
+    module.eval()
     return torch_runner(module, inputs), artifact.summary.get("output_names") or []
 
 
@@ -68,8 +74,10 @@ def exported_program_runner(artifact: Artifact, inputs: dict[str, InputSpec]
                             ) -> tuple[Runner, list[str]]:
     import torch
 
-    program = torch.export.load(str(artifact.file("model.pt2")))
-    return torch_runner(program.module(), inputs), artifact.summary.get("output_names") or []
+    module = torch.export.load(str(artifact.file("model.pt2"))).module()
+    if TORCH_DEVICE.get():
+        module.to(TORCH_DEVICE.get())
+    return torch_runner(module, inputs), artifact.summary.get("output_names") or []
 
 
 def artifact_kind(artifact: Artifact) -> str | None:

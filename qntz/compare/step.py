@@ -71,6 +71,10 @@ class Compare(Step):
         "provider": {"enum": ["cpu", "cuda", "tensorrt"], "default": "cpu",
                      "description": "ONNX Runtime's execution provider for ONNX candidates "
                      "(cuda, tensorrt: onnxruntime-gpu); latency is measured there"},
+        "device": {"type": ["string", "null"], "pattern": "^(cpu|cuda(:[0-9]+)?)$",
+                   "default": None, "description": "where TorchScript and ExportedProgram "
+                   "candidates run (cpu, cuda, cuda:N; default: where they were captured); "
+                   "the reference stays on the model's device"},
     }
     libraries = ("torch", "onnxruntime", "numpy", "onnx", "protobuf", "ml_dtypes")
     consumes_model = True
@@ -122,6 +126,7 @@ class Compare(Step):
         from qntz.compare.divergence import explain_failures
         from qntz.compare.evaluate import evaluate, sample_inputs
         from qntz.compare.report import markdown, split_timing
+        from qntz.compare.runners import TORCH_DEVICE
         from qntz.core.scratch import scratch
         from qntz.runtime.ortrun import PROVIDER, missing_provider
 
@@ -129,7 +134,8 @@ class Compare(Step):
         if provider != "cpu" and (why := missing_provider(provider)):
             raise ctx.fail(f"provider: {provider}: {why}", hint="install onnxruntime-gpu, or "
                            "set `provider: cpu`")
-        token = PROVIDER.set(provider)
+        _check_device(ctx)
+        token, placed = PROVIDER.set(provider), TORCH_DEVICE.set(ctx.params["device"])
         try:
             with scratch(ctx, "compare-") as work:  # engine runtimes leave files in TMPDIR
                 report = evaluate(ctx)
@@ -138,6 +144,7 @@ class Compare(Step):
                     explain_failures(ctx, report, sample_inputs(ctx.pipeline, ctx.params), work)
         finally:
             PROVIDER.reset(token)
+            TORCH_DEVICE.reset(placed)
         lasting, timing = split_timing(report)
         (ctx.out / "report.json").write_text(json.dumps(lasting, indent=1))
         (ctx.out / "latency.json").write_text(json.dumps(timing, indent=1))
@@ -160,6 +167,16 @@ class Compare(Step):
                 c["reason"] + (" (required by `require`)" if c["status"] == "not run" else "")
                 for c in failed)
         return summary
+
+
+def _check_device(ctx: StepContext) -> None:
+    device = ctx.params["device"]
+    if device and device.startswith("cuda"):
+        from qntz.capture.load import cuda_problem
+
+        if why := cuda_problem(device):
+            raise ctx.fail(f"device: {device}, but {why}", hint="run where that GPU is, or "
+                           "remove `device` from the compare step")
 
 
 def figures(report: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from qntz.core.errors import first_line
 from qntz.core.inputs import capture_example
 from qntz.core.quiet import quiet, recorded_warnings
@@ -59,14 +61,74 @@ def _trace_fix(text: str) -> str:
 
 
 def _device_constants(checks: Checks, traced: Any) -> None:
+    """Tracing freezes every device it saw, `device=x.device` included. Where a GPU is
+    there, the traced model is run on the other device to see whether that matters;
+    elsewhere the frozen device is reported as a risk, and says it was not run."""
+    sites = _device_sites(checks, traced)
+    if not sites:
+        return
+    other = _other_device(checks.model)
+    if other is None:
+        result = "not run on another device: this machine has no GPU"
+    else:
+        result = _on_other_device(checks, traced, other)
+        if result is None:
+            return
+    for device, where in sites:
+        checks.add("trace-device-constant", "warning", ["trace"],
+                   f"the device '{device}' is frozen into the traced graph ({result})",
+                   "create the tensor from an input (x.new_zeros(...), torch.zeros_like(x)): "
+                   "tracing and torch.export freeze device=x.device too; or capture with "
+                   "`uses: script`, which keeps it", where)
+
+
+def _device_sites(checks: Checks, traced: Any) -> list[tuple[str, tuple[Any, Any]]]:
+    """Each device constant of the traced graph, at its line in the user's code (other
+    constants come from torch or a library and are not the user's to fix)."""
+    sites = []
     for node in traced.inlined_graph.nodes():
         if node.kind() == "prim::Constant" and node.output().type().kind() == "DeviceObjType":
             where = checks.user.in_text(str(node.sourceRange()))
             if where[0]:
-                checks.add("trace-device-constant", "warning", ["trace"],
-                           f"the device '{node.output().toIValue()}' is frozen into the traced "
-                           "graph", "create tensors with device=x.device (and dtype=x.dtype) "
-                           "from an input{else}", where)
+                sites.append((str(node.output().toIValue()), where))
+    return sites
+
+
+def _other_device(model: Any) -> str | None:
+    """The device a model captured here may be deployed on instead: the CPU for a model
+    on a GPU, the GPU for one on the CPU; None without a GPU."""
+    import torch
+
+    from qntz.runtime.torchio import model_device
+
+    if not torch.cuda.is_available():
+        return None
+    return "cpu" if model_device(model) is not None else "cuda"
+
+
+def _on_other_device(checks: Checks, traced: Any, device: str) -> str | None:
+    """Run the traced model, loaded onto `device` as a deployment would, against eager;
+    what went wrong there, or None when it agrees."""
+    import torch
+
+    from qntz.runtime.torchio import call_eager, flatten_outputs
+
+    path = checks.scratch / "trace-other-device.pt"
+    feed = checks.probes()[0][2]
+    try:
+        traced.save(str(path))
+        moved = torch.jit.load(str(path), map_location=device)
+        with torch.no_grad():
+            want = tensors_only(flatten_outputs(call_eager(checks.model, feed, checks.inputs)))
+            got = tensors_only(flatten_outputs(checks.run(moved, feed)))
+    except Exception as exc:
+        return f"on {device} the traced model fails: {first_line(exc)}"
+    finally:
+        path.unlink(missing_ok=True)
+    if len(got) != len(want) or any(g.shape != w.shape or not np.allclose(
+            g, w, rtol=1e-3, atol=1e-4, equal_nan=True) for g, w in zip(got, want)):
+        return f"on {device} the traced model gives other outputs than eager"
+    return None
 
 
 def try_script(checks: Checks) -> None:
@@ -209,7 +271,6 @@ def _onnx_agrees(checks: Checks, path: Path) -> bool:
     """The ONNX export of the eager model agrees with eager on inputs unlike the example
     (other values, the range's ends): an exporter's trace freezes a NumPy result or a
     Python number as surely as torch.jit.trace does. Sizes are the onnx step's check."""
-    import numpy as np
     import torch
 
     from qntz.runtime.ortrun import run, session
@@ -233,7 +294,6 @@ def _onnx_agrees(checks: Checks, path: Path) -> bool:
 
 
 def _warn_if_outputs_differ(checks: Checks, got: list, example: dict) -> None:
-    import numpy as np
     import torch
 
     from qntz.runtime.torchio import flatten_outputs, to_torch

@@ -19,7 +19,7 @@ PREFERENCE = ("export", "trace", "script")  # torch.export is where PyTorch is g
 
 class Preflight(Step):
     kind = "preflight"
-    version = 4  # each method on a fresh copy; None outputs; the eager model's ONNX judged
+    version = 5  # a frozen device run on the other device where a GPU is
     help = "try trace, script and export on the live model; find what breaks each, and where"
     params = {
         "methods": {"type": "array", "items": {"enum": list(METHODS)}, "default": list(METHODS),
