@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import qntz.core.process  # noqa: F401  (ONNX Runtime's telemetry off before it is imported)
+
 __version__ = "0.1.0"
 
 _API = {"run", "status", "load_pipeline", "RunResult", "StepOutcome"}

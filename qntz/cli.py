@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import qntz.core.progress as progress
 from qntz import __version__, cli_shell
 from qntz import cli_inspect as inspect
 from qntz.core.errors import PipelineError, QntzError
+from qntz.core.process import discard_output, stdout_to_stderr
 from qntz.core.wording import plural
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         errors.print("[red]error:[/] interrupted", soft_wrap=True)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `qntz schema | head`: the reader left; so do we, quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        discard_output(sys.stdout)
         return EXIT_OK
     except Exception as exc:  # a bug: still one line, the traceback with -v
         from qntz.core.errors import first_line
@@ -253,7 +253,7 @@ def _run_command(args: argparse.Namespace, out: _Tee, errors: _Tee, log: Any) ->
     reporter = None if args.json else progress.ConsoleReporter(
         out.targets[0], quiet=args.quiet, log=log)
     try:
-        with _stdout_aside() if args.json else contextlib.nullcontext():
+        with stdout_to_stderr() if args.json else contextlib.nullcontext():
             results = _run(api, args, pipelines, reporter, errors, codes)
     finally:
         if reporter is not None:
@@ -367,23 +367,6 @@ def _dry_run(api: Any, args: argparse.Namespace, pipelines: list[Any], out: _Tee
     else:
         out.print("dry run: nothing was run or written")
     return EXIT_OK
-
-
-@contextlib.contextmanager
-def _stdout_aside() -> Iterator[None]:
-    """With --json, stdout carries the document only: whatever a model or a library prints
-    while the steps run (Python or C level) goes to stderr."""
-    sys.stdout.flush()
-    saved, python_stdout = os.dup(1), sys.stdout
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        sys.stdout = python_stdout
 
 
 def _run_document(result: Any) -> dict[str, Any]:
@@ -649,7 +632,7 @@ def entry() -> None:
         code = main()
         sys.stdout.flush()
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        discard_output(sys.stdout)
         code = EXIT_OK
     except KeyboardInterrupt:  # outside main's own handler (e.g. while argparse prints)
         code = EXIT_INTERRUPTED

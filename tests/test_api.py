@@ -54,3 +54,27 @@ def test_typed_results_and_errors(ws):
     assert not failed and failed.steps["onnx"].state == "failed"
     error = failed.failures()[0]
     assert isinstance(error, qntz.StepFailed) and "step 'onnx'" in error.where and error.hint
+
+
+def test_a_run_leaves_the_callers_process_as_it_was(ws):
+    """A notebook's temp folder, environment, streams, loggers and torch RNG survive a run
+    that captures, exports, quantizes and compares."""
+    import logging
+    import os
+    import tempfile
+
+    import torch
+
+    import qntz
+
+    torch.manual_seed(1234)
+    logging.getLogger("onnx").setLevel(logging.INFO)
+    before = (dict(os.environ), tempfile.tempdir, sys.stdout, sys.stderr,
+              torch.random.get_rng_state(), logging.getLogger("onnx").level)
+    ws.pipeline(pipeline_text("models.clean:SmallCNN", "capture: {uses: trace}\nonnx: {}\n"
+                              "int8: {uses: quantize}\ncompare: {needs: [onnx, int8]}"))
+    assert qntz.run("pipeline.yaml")
+    after = (dict(os.environ), tempfile.tempdir, sys.stdout, sys.stderr,
+             torch.random.get_rng_state(), logging.getLogger("onnx").level)
+    assert after[:4] == before[:4] and after[5] == before[5]
+    assert torch.equal(after[4], before[4]), "the run reseeded the caller's torch RNG"

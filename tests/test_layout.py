@@ -106,7 +106,71 @@ def test_the_checker_sees_lazy_imports_and_cycles() -> None:
 
 def test_the_cli_uses_only_the_api() -> None:
     allowed = {"qntz.api", "qntz.cli_inspect", "qntz.cli_shell", "qntz.core.errors",
-               "qntz.core.wording", "qntz.core.progress"}  # errors: the API's; the rest shows
+               "qntz.core.wording", "qntz.core.progress", "qntz.core.process"}
+    # errors: the API's; wording and progress: what it shows; process: its stdout
     graph = import_graph()
     used = graph["qntz.cli"] | graph["qntz.cli_inspect"]
     assert used <= allowed, f"the CLI goes around the API: {sorted(used - allowed)}"
+
+
+PROCESS_STATE = "qntz.core.process"
+STREAMS = {"sys.stdout", "sys.stderr", "tempfile.tempdir", "os.environ"}
+ENVIRON_CHANGES = {"setdefault", "pop", "update", "clear", "popitem", "__setitem__",
+                   "__delitem__"}
+
+
+def dotted(node: ast.AST) -> str:
+    """`a.b.c` for a chain of names and attributes; "" for anything else."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute) and (base := dotted(node.value)):
+        return f"{base}.{node.attr}"
+    return ""
+
+
+def process_state_changes(tree: ast.AST) -> list[tuple[int, str]]:
+    """Each place that changes process-wide state: assigns os.environ[...], sys.stdout,
+    sys.stderr or tempfile.tempdir, changes os.environ through a method, calls os.putenv,
+    os.dup2, setattr(sys, ...), a logger's setLevel, or seeds torch's global RNG."""
+    found = []
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else \
+            node.targets if isinstance(node, ast.Delete) else []
+        for target in targets:
+            name = dotted(target.value if isinstance(target, ast.Subscript) else target)
+            if name in STREAMS:
+                found.append((node.lineno, f"assigns {name}"))
+        if not isinstance(node, ast.Call):
+            continue
+        called = dotted(node.func)
+        method = node.func.attr if isinstance(node.func, ast.Attribute) else ""
+        if (called.startswith("os.environ.") and method in ENVIRON_CHANGES) or called in (
+                "os.putenv", "os.unsetenv", "os.dup2") or method == "setLevel" or (
+                called == "setattr" and node.args and dotted(node.args[0]) == "sys") or (
+                method in ("manual_seed", "seed") and called.startswith("torch.")):
+            found.append((node.lineno, f"calls {called}"))
+    return found
+
+
+def test_only_the_process_module_changes_process_wide_state() -> None:
+    changes = {}
+    for path in PACKAGE.rglob("*.py"):
+        if module_name(path) != PROCESS_STATE:
+            if found := process_state_changes(ast.parse(path.read_text())):
+                changes[module_name(path)] = found
+    assert changes == {}, ("move these into qntz/core/process.py, scoped and restored: "
+                           f"{changes}")
+
+
+def test_the_process_state_checker_sees_each_kind_of_change() -> None:
+    cases = ['os.environ["A"] = "1"', 'os.environ.setdefault("A", "1")', "del os.environ['A']",
+             "os.environ.pop('A')", "sys.stdout = io.StringIO()", "tempfile.tempdir = '/x'",
+             "setattr(sys, 'stderr', None)", "os.dup2(3, 1)", "torch.manual_seed(0)",
+             "torch.cuda.manual_seed(0)", "logging.getLogger('x').setLevel(40)",
+             "os.putenv('A', '1')"]
+    for case in cases:
+        assert process_state_changes(ast.parse(case)), case
+    for fine in ["torch.Generator().manual_seed(0)", "value = os.environ.get('A')",
+                 "out = sys.stdout", "np.random.default_rng(0)"]:
+        assert process_state_changes(ast.parse(fine)) == [], fine

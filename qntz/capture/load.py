@@ -19,6 +19,7 @@ from qntz.core.model_source import (
     source_digests,
     split_factory,
 )
+from qntz.core.process import seeded_torch
 from qntz.core.schema import FACTORY_SCHEMA
 from qntz.core.step import Step, StepContext
 from qntz.core.workspace import inside, project_root
@@ -145,9 +146,9 @@ def build_model(params: dict[str, Any], pipeline: Pipeline, where: str) -> Any:
     factory = import_factory(params["factory"], root, where)
     # Without a weights file the model is its initialisation: seed it, so every build (and
     # every later session that rebuilds the reference) gives the same model.
-    torch.manual_seed(0)
     try:
-        model = factory(**params.get("kwargs", {}))
+        with seeded_torch(0):
+            model = factory(**params.get("kwargs", {}))
     except Exception as exc:
         raise _factory_failed(params, factory, exc, root, where) from exc
     if not isinstance(model, torch.nn.Module):

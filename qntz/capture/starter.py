@@ -18,6 +18,7 @@ from typing import Any
 from qntz.capture.starter_hints import companions, image_sizes, retyped, weights_dtype
 from qntz.capture.starter_yaml import recipe_for, render, write_atomically
 from qntz.core.errors import PipelineError, QntzError
+from qntz.core.process import seeded_torch
 from qntz.core.wording import did_you_mean, plural
 
 BATCH = [1, 4, 8]
@@ -87,9 +88,9 @@ def build(factory: str, root: Path, kwargs: dict[str, Any]) -> Any:
                             "file, or installed)")
     make = import_factory(factory, root, "")
     _check_kwargs(factory, make, kwargs)
-    torch.manual_seed(0)
     try:
-        model = make(**kwargs)
+        with seeded_torch(0):
+            model = make(**kwargs)
     except Exception as exc:
         raise QntzError(f"factory {factory} raised {type(exc).__name__}: {exc}",
                         hint="check --kwargs against the factory's signature") from exc

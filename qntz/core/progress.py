@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
@@ -152,6 +151,7 @@ def consoles() -> tuple[Any, Any]:
     at the file-descriptor level too, must not silence qntz."""
     from rich.console import Console
 
+    from qntz.core.process import discard_output
     from qntz.core.quiet import own_stream
 
     class _Console(Console):
@@ -161,8 +161,7 @@ def consoles() -> tuple[Any, Any]:
 
         def on_broken_pipe(self) -> None:
             self.quiet = True
-            with contextlib.suppress(AttributeError, OSError, ValueError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), self.file.fileno())
+            discard_output(self.file)
             raise BrokenPipeError
 
     plain = {"color_system": None} if os.environ.get("NO_COLOR") else {}

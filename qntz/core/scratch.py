@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-_lock = threading.Lock()
-_holders = 0
-_previous: tuple[str | None, str | None] = (None, None)
-_active = ""
+from qntz.core.process import library_temp
 
 
 @contextlib.contextmanager
@@ -30,28 +25,5 @@ def scratch(ctx: Any, prefix: str = "scratch-") -> Iterator[Path]:
     """A fresh folder for one step's temporary files, removed on exit."""
     base = ctx.temp if ctx.temp.is_dir() else ctx.out.parent  # the runner's, or beside out
     shared = ctx.shared.parent / "tmp" / f"libraries-{os.getpid()}"  # in the cache
-    with _library_temp(shared), tempfile.TemporaryDirectory(prefix=prefix, dir=base) as folder:
+    with library_temp(shared), tempfile.TemporaryDirectory(prefix=prefix, dir=base) as folder:
         yield Path(folder)
-
-
-@contextlib.contextmanager
-def _library_temp(folder: Path) -> Iterator[None]:
-    global _holders, _previous, _active
-    with _lock:
-        if _holders == 0:
-            _previous = tempfile.tempdir, os.environ.get("TMPDIR")
-            folder.mkdir(parents=True, exist_ok=True)
-            _active = tempfile.tempdir = os.environ["TMPDIR"] = str(folder.resolve())
-        _holders += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _holders -= 1
-            if _holders == 0:
-                tempfile.tempdir, variable = _previous
-                shutil.rmtree(_active, ignore_errors=True)
-                if variable is None:
-                    os.environ.pop("TMPDIR", None)
-                else:
-                    os.environ["TMPDIR"] = variable

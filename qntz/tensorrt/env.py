@@ -6,7 +6,6 @@ Everything here answers without importing TensorRT, so planning a run stays chea
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import subprocess
 from functools import cache
@@ -98,11 +97,15 @@ def import_tensorrt(flavour: str) -> Any:
     if _active and _active[0] != flavour:
         raise PipelineError(f"this run already uses {_active[0]}; one TensorRT flavour per run",
                             hint="set the same `runtime:` on every tensorrt step")
-    os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1" if flavour == "tensorrt-rtx" else "0"
     import contextlib
     import io
 
-    with contextlib.redirect_stdout(io.StringIO()):  # its logger announces missing colours
+    from qntz.core.process import environment
+
+    # Polygraphy reads the variable when its config is first imported; later, its value
+    # is the module attribute set below
+    with environment(POLYGRAPHY_USE_TENSORRT_RTX="1" if flavour == "tensorrt-rtx" else "0"), \
+            contextlib.redirect_stdout(io.StringIO()):  # its logger announces missing colours
         import polygraphy.config as polygraphy_config
         from polygraphy.logger import logger as polygraphy_logger
 
