@@ -132,3 +132,29 @@ def test_json_stdout_holds_only_the_document_when_the_model_prints(ws):
     assert result.code == 0, result.err
     assert json.loads(result.out)["ok"] is True
     assert "Loaded pretrained weights" in result.err and "printed from C" in result.err
+
+
+CRASHES = """\
+import ctypes
+
+from torch import nn
+
+
+class Crashes(nn.Module):
+    def forward(self, x):
+        ctypes.string_at(0)  # a segfault, as native code crashing on a model it cannot take
+        return x
+"""
+
+
+def test_a_crash_in_native_code_ends_in_one_line_and_a_failure(ws):
+    ws.write("models/crash.py", CRASHES)
+    ws.pipeline(pipeline_text("models.crash:Crashes", "capture: {uses: trace}"))
+    done = subprocess.run([sys.executable, "-c", "from qntz.cli_guard import entry; entry()",
+                           "run", "pipeline.yaml"], cwd=ws.root, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: qntz run stopped on a segmentation fault"), done.stderr
+    assert "(fix: " in last and "Traceback" not in done.stderr
+    assert not (ws.root / "out" / "t" / "capture").exists()

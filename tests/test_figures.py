@@ -80,3 +80,11 @@ def test_a_provider_onnx_runtime_lacks_here_is_one_line(ws):
     assert done.code == 1
     assert done.err.count("error:") == 1 and "CUDAExecutionProvider" in done.err
     assert "onnxruntime-gpu" in done.err
+
+
+def test_a_model_too_slow_for_its_iterations_runs_fewer_in_the_same_rounds():
+    """Eager GPT-2 on a CPU: 20 runs of every model would take most of the compare step."""
+    timed = interleaved({"slow": lambda: time.sleep(0.05), "fast": lambda: time.sleep(0.001)},
+                        iterations=20, warmup=1, budget_s=0.6)
+    assert len(timed["slow"]["rounds"]) == len(timed["fast"]["rounds"]) == 5
+    assert 5 <= timed["slow"]["iterations"] <= 10 and timed["fast"]["iterations"] == 20

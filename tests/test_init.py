@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -106,7 +107,56 @@ def test_a_bad_factory_is_one_line(ws, factory):
 def test_a_model_that_refuses_every_guess_names_the_input(ws):
     ws.write("refusing.py", REFUSED)
     result = ws.qntz("init", "refusing:Reshaping", "-o", "p.yaml")
-    assert result.code == 1
+    assert result.code == 2
     assert len(result.err.strip().splitlines()) == 1
     assert "input 'x'" in result.err and "is invalid for input" in result.err
-    assert not (ws.root / "p.yaml").exists()
+    assert "# TODO" in (ws.root / "p.yaml").read_text()
+
+
+TWO_INPUTS = """
+from torch import nn
+
+
+class FeatsMeta(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, feats, meta):
+        return self.fc(feats) * meta.reshape(-1, 7)[:, :2].sum()
+
+
+class SideInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 2)
+        self.side = nn.Linear(4, 2)
+
+    def forward(self, feats, meta):
+        return self.fc(feats) + self.side(meta)
+"""
+
+
+def test_an_input_it_cannot_infer_gets_a_todo_in_the_file_it_writes(ws):
+    ws.write("two.py", TWO_INPUTS)
+    result = ws.qntz_subprocess("init", "two:FeatsMeta", "-o", "p.yaml")
+    assert result.code == 2, result.err
+    lines = (ws.root / "p.yaml").read_text().splitlines()
+    line = int(re.search(r"p\.yaml:(\d+): could not infer input 'meta'", result.err).group(1))
+    assert lines[line - 1].startswith("  meta:")  # the error names the line to fill in
+    feats = next(i for i, ln in enumerate(lines) if ln.startswith("  feats:"))
+    above_meta = lines[feats + 1:line - 1]  # feats's guess is the first Linear's: no TODO
+    assert above_meta[0].startswith("  # TODO: forward() refused float32 [batch, 16]")
+    assert all(ln.startswith("  # ") for ln in above_meta)
+    assert not any("TODO" in ln for ln in lines[:feats])
+    assert f"p.yaml:{line}" in result.err.rpartition("(fix: ")[2]
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+    assert ws.qntz_subprocess("validate", "p.yaml").code == 0  # what it wrote is a pipeline
+
+
+def test_a_second_input_is_inferred_from_a_later_layer(ws):
+    ws.write("two.py", TWO_INPUTS)
+    result = ws.qntz_subprocess("init", "two:SideInput", "-o", "p.yaml")
+    assert result.code == 0, result.err
+    inputs = yaml.safe_load((ws.root / "p.yaml").read_text())["inputs"]
+    assert inputs["feats"]["shape"] == ["batch", 16] and inputs["meta"]["shape"] == ["batch", 4]

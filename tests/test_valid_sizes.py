@@ -3,6 +3,8 @@ generated size honours it, and without it the model's refusal is one line, not a
 
 from __future__ import annotations
 
+from conftest import pipeline_text
+
 UNET = """
 import torch
 from torch import nn
@@ -90,3 +92,35 @@ def test_multiple_of_reaches_torch_export(ws):
     assert result.code == 0, result.err
     assert "captured with export" in result.out
     assert "export ok" in result.out
+
+
+def test_a_dynamic_dim_whose_opt_is_one_is_captured_at_two():
+    """torch.export specializes an example dim of size 1: a batch written [1, 1, 2] was
+    captured at 1, so preflight reported a false export-dynamic-dim and `auto` fell back to
+    tracing (GPT-2 at 124M: TorchScript's ONNX with its tied weights written twice)."""
+    from qntz.core.inputs import capture_example, capture_sizes, parse_inputs
+
+    inputs = parse_inputs({"x": {"shape": ["batch", "seq"], "dtype": "int64",
+                                 "dynamic": {"batch": [1, 1, 2], "seq": [1, 1, 1]}},
+                           "y": {"shape": ["n"], "dynamic": {"n": [1, 3, 8]}}},
+                          lambda *parts: "inputs")
+    assert capture_sizes(inputs) == {"batch": 2, "seq": 1, "n": 3}
+    assert capture_example(inputs)["x"].shape == (2, 1)
+
+
+def test_a_batch_from_one_exports_with_its_dim_dynamic(ws):
+    ws.pipeline(pipeline_text("models.clean:SmallCNN", "preflight: {}\ncapture: {uses: auto}",
+                              dynamic="{batch: [1, 1, 4]}"))
+    result = ws.qntz("run", "pipeline.yaml")
+    assert result.code == 0, result.err
+    assert "export-dynamic-dim" not in result.out and "captured with export" in result.out
+
+
+def test_a_dim_given_one_size_is_static_for_the_exporters(ws):
+    """`dynamic: {batch: [N, N, N]}` (the fix qntz gives for a loop over the batch) is one
+    size: torch.export refuses a Dim with min = max, so it must not get one."""
+    text = pipeline_text("models.clean:MLP", "capture: {uses: export}\nonnx: {}\n"
+                         "compare: {needs: [capture, onnx], iterations: 0}",
+                         shape="[batch, 32]", dynamic="{batch: [2, 2, 2]}")
+    done = ws.qntz("run", ws.pipeline(text))
+    assert done.code == 0, done.err

@@ -94,7 +94,7 @@ def _eager(ctx: StepContext, verdicts: dict[str, str]) -> dict[str, Any]:
 
 class Auto(Capture):
     kind = "auto"
-    version = 3  # inputs bound to forward by name; output names recorded
+    version = 4  # a dynamic dim captured at 2 when its opt is 1 (torch.export keeps it)
     help = "capture with the method preflight recommends (trace, script or export)"
     params = {"method": {"enum": ["auto"], "default": "auto"}}
     provides = ("torchscript", "exported_program")
@@ -102,7 +102,7 @@ class Auto(Capture):
 
 class Trace(Capture):
     kind = "trace"
-    version = 3  # inputs bound to forward by name; output names recorded
+    version = 4  # a dynamic dim captured at 2 when its opt is 1 (torch.export keeps it)
     help = "torch.jit.trace at the inputs' opt sizes; saves TorchScript model.pt"
     params = {
         **_method("trace"),
@@ -137,7 +137,7 @@ def _trace(ctx: StepContext) -> dict[str, Any]:
 
 class Script(Capture):
     kind = "script"
-    version = 3  # inputs bound to forward by name; output names recorded
+    version = 4  # a dynamic dim captured at 2 when its opt is 1 (torch.export keeps it)
     help = "torch.jit.script; saves TorchScript model.pt"
     params = _method("script")
     provides = ("torchscript",)
@@ -188,7 +188,7 @@ def _script_error(exc: BaseException) -> str:
 
 class Export(Capture):
     kind = "export"
-    version = 3  # inputs bound to forward by name; output names recorded
+    version = 4  # a dynamic dim captured at 2 when its opt is 1 (torch.export keeps it)
     help = "torch.export with dynamic dims from `inputs`; saves the ExportedProgram model.pt2"
     params = {
         **_method("export"),

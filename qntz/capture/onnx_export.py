@@ -18,7 +18,7 @@ EXPORTER_LOGGERS = ("torch.onnx", "onnxscript")  # progress prints and registry 
 
 class OnnxExport(Step):
     kind = "onnx"
-    version = 5  # the written model runs at the ends of the dynamic ranges; eager capture
+    version = 6  # exported from an example at size 2 where opt is 1; ends named in failures
     help = ("export to ONNX; exporter auto = dynamo for an ExportedProgram (falling back to "
             "torchscript on the eager model when dynamo fails, writes another opset or a model "
             "ONNX Runtime rejects), torchscript otherwise")
@@ -160,9 +160,10 @@ def _fails_at_range_ends(ctx: StepContext, path: Path) -> Problem | None:
             if _eager_refuses(ctx, feed):  # the model's own limit: compare names the rule
                 return None
             label = ", ".join(f"{d}={v}" for d, v in sizes.items())
+            held = ", ".join(f"{d}={opt[d]}" for d in sizes if sizes[d] != opt[d])
             said = first_line(exc).split(" Status Message:")[0]  # the node; then C++ paths
-            return (f"wrote a model that fails at {label} (the {which} declared sizes): "
-                    f"{said}"), None  # the message holds what ORT said that matters
+            return (f"wrote a model that fails at {label} (the {which} declared sizes), "
+                    f"exported at {held}: {said}"), None  # what ORT said that matters
     return None
 
 
@@ -198,10 +199,18 @@ def _runtime_rejects(path: Path, inputs: list[str]) -> Problem | None:
 def _hint(exporter: str, fallback: str | None = None, problem: str = "") -> str:
     import re
 
-    if "wrote a model that fails at" in problem:  # a size of the capture example kept
+    held = re.search(r"exported at ([\w=, ]*\w):", f"{problem} {fallback or ''}")
+    if held and "wrote a model that fails at" in problem:  # a size of the capture example
         others = "" if fallback else "`exporter: auto` (it then exports the eager model), "
         return (f"the graph holds a size of the capture example: use {others}`capture: "
                 "{uses: export}`, or narrow `dynamic` to the sizes it runs at")
+    if held:  # the TorchScript exporter's model held a size; the other exporter failed
+        dims = [d.split("=")[0] for d in held.group(1).split(", ")]
+        fixed = ", ".join(f"{d}: [N, N, N]" for d in dims)
+        return (f"the TorchScript export holds {held.group(1)} (Python code that loops over "
+                f"{' and '.join(dims)}, as a detector loops over its images, is unrolled) and "
+                f"dynamo cannot export it: give {'it' if len(dims) == 1 else 'them'} the one "
+                f"size you deploy (`dynamic: {{{fixed}}}`)")
 
     wrote = re.search(r"dynamo exporter wrote opset (\d+)", fallback or "")
     if wrote:  # the dynamo exporter's model was fine but for its opset

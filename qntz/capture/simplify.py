@@ -106,15 +106,16 @@ def _check(ctx: StepContext, before: Any, after: Any) -> float:
     import numpy as np
 
     from qntz.core.inputs import evaluation_samples
-    from qntz.runtime.ortrun import run, session
 
     runs = ctx.params["check"]
     if not runs:
         return 0.0
-    old, new = session(before), session(after)
+    samples = evaluation_samples(ctx.pipeline.inputs, 1, seed=7)[:runs]
+    wanted = _outputs(before, samples)  # one session at a time: each holds a model's weights
+    got = _outputs(after, samples)
     worst = 0.0
-    for label, feed in evaluation_samples(ctx.pipeline.inputs, 1, seed=7)[:runs]:
-        for a, b in zip(run(old, feed), run(new, feed)):
+    for (label, _), old, new in zip(samples, wanted, got):
+        for a, b in zip(old, new):
             if not _agree(a, b, ctx.params["atol"], ctx.params["rtol"]):
                 diff = float(np.max(np.abs(a.astype(np.float64) - b))) if a.shape == b.shape \
                     else float("inf")
@@ -125,3 +126,11 @@ def _check(ctx: StepContext, before: Any, after: Any) -> float:
             if a.size:
                 worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b))))
     return worst
+
+
+def _outputs(model: Any, samples: list[tuple[str, dict[str, Any]]]) -> list[list[Any]]:
+    """The model's outputs on every sample, from one session dropped before returning."""
+    from qntz.runtime.ortrun import run, session
+
+    sess = session(model)
+    return [run(sess, feed) for _, feed in samples]

@@ -30,7 +30,11 @@ REQUIRED = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_K
 
 
 class StarterFailed(QntzError):
-    """The model refused every guess for its inputs: exit 1, naming the input and a fix."""
+    """Nothing tells the model's inputs: exit 1, nothing written."""
+
+
+class StarterIncomplete(PipelineError):
+    """The file is written, but an input's guess was refused: a `# TODO` there; exit 2."""
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Guess:
     inputs: dict[str, dict[str, Any]]
     notes: dict[str, str] = field(default_factory=dict)
     fix: str = "write the `inputs` section by hand"
+    todo: dict[str, str] = field(default_factory=dict)  # input -> why its guess was refused
 
 
 def write_starter(factory: str, output: str | Path, kwargs: dict[str, Any] | None = None,
@@ -53,7 +58,22 @@ def write_starter(factory: str, output: str | Path, kwargs: dict[str, Any] | Non
     guess = checked_guess(model)
     text = render(factory, kwargs or {}, guess, recipe_for(model), _name(factory))
     write_atomically(path, text, force)
+    if guess.todo:
+        raise _incomplete(path, text, guess)
     return path
+
+
+def _incomplete(path: Path, text: str, guess: Guess) -> StarterIncomplete:
+    """The error naming the first input left to fill in, at its line of the written file."""
+    name, why = next(iter(guess.todo.items()))
+    lines = text.splitlines()
+    line = next((i for i, ln in enumerate(lines, 1) if ln.startswith(f"  {name}:")), 1)
+    others = f" (and {', '.join(list(guess.todo)[1:])})" if len(guess.todo) > 1 else ""
+    return StarterIncomplete(
+        f"could not infer input '{name}'{others}: {why}; wrote {path.name} with what it "
+        "could infer and a `# TODO` on that input", where=f"{path}:{line}",
+        hint=f"{guess.fix}: write the shape and dtype forward() takes for '{name}' at "
+        f"{path.name}:{line}, then `qntz run {path.name}`")
 
 
 def _check_target(path: Path, force: bool) -> None:
@@ -279,7 +299,7 @@ def checked_guess(model: Any) -> Guess:
     dim the model refuses at its ends is narrowed to the usual size."""
     candidates = guesses(model)
     failure: tuple[Guess, Exception] | None = None
-    for guess in candidates:
+    for guess in [*candidates, *_mixed(candidates)]:
         error = trial(model, guess.inputs, "opt")
         if error is None:
             return _settle_dims(model, guess)
@@ -288,21 +308,37 @@ def checked_guess(model: Any) -> Guess:
         raise StarterFailed("no layer of the model tells the shapes forward() takes",
                             hint="write the pipeline's `inputs` section by hand (see README)")
     guess, error = failure
-    name = _blamed(guess, error)
-    spec = guess.inputs[name]
-    raise StarterFailed(
-        f"a trial call with input '{name}' {spec['dtype']} {spec['shape']} failed: "
-        f"{type(error).__name__}: {' '.join(str(error).split())[:200]}",
-        hint=f"{guess.fix}: write input '{name}' with the shape and dtype forward() takes "
-        f"under `inputs:` by hand (no file written; {plural(len(candidates), 'guess', 'guesses')}"
-        " tried)")
+    tried = plural(len(candidates), "guess", "guesses")
+    why = (f"forward() refused {{spec}} ({type(error).__name__}: "
+           f"{' '.join(str(error).split())[:160]}; {tried} tried)")
+    todo = {n: why.format(spec=f"{guess.inputs[n]['dtype']} "
+                          f"[{', '.join(map(str, guess.inputs[n]['shape']))}]")
+            for n in _blamed(guess, error)}
+    return Guess(guess.inputs, guess.notes, guess.fix, todo)
 
 
-def _blamed(guess: Guess, error: Exception) -> str:
-    """The input the error names (as a word, and longer than a letter), else the first."""
+def _mixed(candidates: list[Guess]) -> list[Guess]:
+    """With several inputs, the first guess with one later input taken from another guess
+    (`forward(feats, meta)`: `meta` may be what a later layer takes)."""
+    if not candidates or len(candidates[0].inputs) < 2:
+        return []
+    first, names = candidates[0], list(candidates[0].inputs)
+    mixed = []
+    for name in names[1:]:
+        for other in candidates[1:]:
+            if other.inputs[name] != first.inputs[name]:
+                mixed.append(Guess({**first.inputs, name: other.inputs[name]},
+                                   {**first.notes, name: other.notes.get(name, "")}, first.fix))
+    return mixed
+
+
+def _blamed(guess: Guess, error: Exception) -> list[str]:
+    """The inputs the error names (as words, longer than a letter); else those guessed
+    without a layer of their own to go by: every input after the first (whose guess the
+    model's first layer gave), or the only one."""
     named = [n for n in guess.inputs
              if len(n) > 1 and re.search(rf"\b{re.escape(n)}\b", str(error))]
-    return named[0] if named else next(iter(guess.inputs))
+    return named or list(guess.inputs)[1:] or list(guess.inputs)
 
 
 def trial(model: Any, section: dict[str, Any], at: str) -> Exception | None:

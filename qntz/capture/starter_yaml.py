@@ -63,7 +63,11 @@ def render(factory: str, kwargs: dict[str, Any], guess: Any, recipe: Recipe,
         lines.append(f"  kwargs: {_flow(kwargs)}")
     lines.append("inputs:")
     for input_name, spec in guess.inputs.items():
-        lines += _comment(guess.notes.get(input_name, ""), "  ")
+        if input_name in guess.todo:
+            lines += _comment(f"TODO: {guess.todo[input_name]}: write the shape and dtype "
+                              f"forward() takes for {input_name} here (a guess below)", "  ")
+        else:
+            lines += _comment(guess.notes.get(input_name, ""), "  ")
         lines += _entry(input_name, _ordered(spec), "  ")
     return "\n".join(lines + _steps(name, recipe)) + "\n"
 

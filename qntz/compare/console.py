@@ -8,7 +8,8 @@ from rich.markup import escape
 
 SHORT = {"torchscript": "TorchScript", "exported_program": "ExportedProgram", "onnx": "ONNX",
          "engine": "TensorRT"}
-STYLE = {"pass": "green", "fail": "red", "error": "red", "not run": "yellow"}
+STYLE = {"pass": "green", "fail": "red", "error": "red", "not run": "yellow",
+         "not built": "red"}
 COLUMNS = ("candidate", "artifact", "status", "max abs", "cos min", "top-1", "ms", "×ref",
            "×float src")
 FIGURES = ("max abs", "cos min", "top-1", "ms", "×ref", "×float src")
@@ -33,12 +34,18 @@ def candidates_table(step_id: str, s: dict[str, Any]) -> Any:
             table.add_column(column, overflow="fold", min_width=min(widest, 8))
     for row in rows:
         table.add_row(*row)
-    notes = [f"{c['id']}: {c['reason'].split(' not run: ', 1)[-1]}"
-             for c in s.get("candidates", []) if c["status"] == "not run"]
-    if notes:
-        table.caption = "not run: " + "; ".join(notes)
+    notes = [_note(s.get("candidates", []), status) for status in ("not run", "not built")]
+    if any(notes):
+        table.caption = "\n".join(n for n in notes if n)
         table.caption_justify = "left"
     return table
+
+
+def _note(candidates: list[dict[str, Any]], status: str) -> str:
+    """`not run: engine: no GPU here` under the table, for the rows of `status`."""
+    notes = [f"{c['id']}: {c['reason'].split(f' {status}: ', 1)[-1]}" for c in candidates
+             if c["status"] == status]
+    return f"{status}: " + "; ".join(notes) if notes else ""
 
 
 def _row(c: dict[str, Any]) -> list[str]:

@@ -49,6 +49,9 @@ def evaluate(ctx: StepContext) -> dict[str, Any]:
         ctx.report(f"candidate {step_id}")
         candidates.append(_candidate(ctx, artifact, samples, expected, names, runners,
                                      (exact, jitter)))
+    for copied in (exact, jitter):  # the model copies they made, before the timing runs
+        if copied is not None:
+            copied.release()
     ctx.report("timing every model, interleaved")
     feed = _timing_feed(ctx)
     timed = interleaved({n: (lambda r=r: r(feed)) for n, r in runners.items()},
@@ -160,7 +163,8 @@ def _reference(ctx: StepContext) -> tuple[Runner, str]:
 
 def _float64_reference(ctx: StepContext) -> Any:
     """The eager model in float64, run (once per input, when a rule asks) to tell the
-    float32 reference's own rounding error; None when the reference is not a torch model."""
+    float32 reference's own rounding error; None when the reference is not a torch model.
+    Its `release()` drops the float64 copy, made on first use only."""
     load = ctx.inputs[_load_id(ctx)]
     if "onnx" in load.provides:
         return None
@@ -173,21 +177,38 @@ def _float64_reference(ctx: StepContext) -> Any:
         outputs = memo[id(feed)]
         return outputs[index] if outputs is not None and index < len(outputs) else None
 
+    exact.release = model.clear  # type: ignore[attr-defined]
     return exact
 
 
 def _run_float64(ctx: StepContext, model: list[Any], feed: dict[str, np.ndarray]
                  ) -> list[np.ndarray] | None:
-    import copy
-
     try:
         if not model:
-            model.append(copy.deepcopy(ctx.live_model()).double())
+            model.append(float64_copy(ctx.live_model()))
         wide = {n: a.astype(np.float64) if np.issubdtype(a.dtype, np.floating) else a
                 for n, a in feed.items()}
         return torch_runner(model[0], ctx.pipeline.inputs)(wide)
     except Exception:  # a model that cannot run in float64 just lacks this rule
         return None
+
+
+def float64_copy(model: Any) -> Any:
+    """`copy.deepcopy(model).double()` without the float32 copy in between: every floating
+    parameter and buffer is widened straight from the live one (tied weights stay tied),
+    the rest deep-copied; `.double()` then runs each module's own `_apply` on tensors that
+    are float64 already."""
+    import copy
+
+    import torch
+
+    memo: dict[int, Any] = {}
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point() and id(tensor) not in memo:
+            wide = tensor.detach().double()
+            memo[id(tensor)] = torch.nn.Parameter(wide, tensor.requires_grad) \
+                if isinstance(tensor, torch.nn.Parameter) else wide
+    return copy.deepcopy(model, memo).double()
 
 
 JITTER_RUNS = 3  # seeded runs of eager under relative noise; the largest change is the bar
@@ -196,7 +217,8 @@ JITTER_RUNS = 3  # seeded runs of eager under relative noise; the largest change
 def _jittered_reference(ctx: StepContext) -> Any:
     """Eager float32 under relative noise `p` on every intermediate, JITTER_RUNS seeded
     times per input (memoized), on a copy: the noise is added in place and must touch
-    neither the live model nor the feed. None when the reference is not a torch model."""
+    neither the live model nor the feed. None when the reference is not a torch model.
+    Its `release()` drops the copy, made on first use only."""
     if "onnx" in ctx.inputs[_load_id(ctx)].provides:
         return None
     memo: dict[tuple[int, float], list[list[np.ndarray]] | None] = {}
@@ -208,24 +230,36 @@ def _jittered_reference(ctx: StepContext) -> Any:
         runs = memo[id(feed), level]
         return None if runs is None else [r[index] for r in runs if index < len(r)]
 
+    jitter.release = model.clear  # type: ignore[attr-defined]
     return jitter
 
 
 def _run_jittered(ctx: StepContext, model: list[Any], feed: dict[str, np.ndarray],
                   level: float) -> list[list[np.ndarray]] | None:
-    import copy
-
     try:
         if not model:
-            model.append(copy.deepcopy(ctx.live_model()))
-        runner = torch_runner(model[0], ctx.pipeline.inputs, eager=True)
+            model.extend(sharing_copy(ctx.live_model()))
+        copied, weights = model
+        runner = torch_runner(copied, ctx.pipeline.inputs, eager=True)
         runs = []
         for seed in range(JITTER_RUNS):
-            with relative_noise(level, seed):
+            with relative_noise(level, seed, weights):
                 runs.append(runner({n: a.copy() for n, a in feed.items()}))
         return runs
     except Exception:  # a model that cannot run under the mode just lacks this rule
         return None
+
+
+def sharing_copy(model: Any) -> tuple[Any, frozenset[int]]:
+    """A copy of the model that shares its parameters with the live one (no second copy of
+    the weights) and owns everything else: its buffers, and the attributes a forward
+    assigns (a cache of noisy values lands on the copy); and the data pointers of those
+    shared weights, which the noise must leave alone."""
+    import copy
+
+    shared = {id(p): p for p in model.parameters()}
+    weights = frozenset(p.untyped_storage().data_ptr() for p in model.parameters())
+    return copy.deepcopy(model, shared), weights
 
 
 def _add_size(sizes: dict[str, list[float]], label: str, got: list[np.ndarray],
@@ -305,6 +339,18 @@ def _add_outputs(stats: list[OutputStats], label: str, feed: dict[str, np.ndarra
         stat.add(label, np.asarray(g), np.asarray(w), truth, noisy)
 
 
+def _error_text(exc: BaseException) -> str:
+    """The error on one line; of a TorchScript interpreter's traceback, the error it names
+    ("RuntimeError: …"), not the serialized code around it."""
+    import re
+
+    text = str(exc)
+    if "TorchScript interpreter" in text:
+        said = [line for line in text.splitlines() if re.match(r"\w*(Error|Exception): ", line)]
+        text = said[-1] if said else text
+    return " ".join(text.split())[:240]
+
+
 def _device_hint(message: str) -> str:
     if "device" not in message:
         return ""
@@ -332,7 +378,7 @@ def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
         try:
             got = runner(feed)
         except Exception as exc:  # a candidate that crashes is a finding, not a qntz bug
-            message = " ".join(str(exc).split())[:240]
+            message = _error_text(exc)
             return {**row, "status": "error",
                     "reason": f"{step_id} ({kind}) failed to run on {label}: "
                               f"{type(exc).__name__}: {message}{_device_hint(message)}"}

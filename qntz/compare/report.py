@@ -8,7 +8,8 @@ from typing import Any
 TIMING = ("latency_ms", "speedup", "speedup_range", "speedup_wide", "speedup_vs_source",
           "speedup_vs_source_range", "speedup_vs_source_wide", "not_faster_than_source",
           "size_latency_ms")
-MARK = {"pass": "✅ pass", "fail": "❌ FAIL", "error": "❌ ERROR", "not run": "⚠️ not run"}
+MARK = {"pass": "✅ pass", "fail": "❌ FAIL", "error": "❌ ERROR", "not run": "⚠️ not run",
+        "not built": "❌ not built"}
 
 
 def _num(value: Any, fmt: str = ".3g") -> str:

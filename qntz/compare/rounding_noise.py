@@ -25,15 +25,21 @@ NORMALIZATION_COMPOSITES = ("instance_norm", "batch_norm", "_batch_norm_impl_ind
                             "group_norm", "layer_norm")
 
 
-def relative_noise(level: float, seed: int) -> Any:
+def relative_noise(level: float, seed: int, protected: frozenset[int] = frozenset()) -> Any:
     """A torch dispatch mode adding that noise, seeded, to the results of the kernels that
     compute: a normalization composite (`instance_norm`) runs as its kernel. A view
     computes nothing and is left alone; zeros stay zero and signs stay, so comparisons on
-    exact values (`x.sum() > 0` on zeros) take the same branch."""
+    exact values (`x.sum() > 0` on zeros) take the same branch. A result whose storage is
+    in `protected` (data pointers: the weights a copy shares with the live model, which an
+    in-place kernel returns as its result) is left alone too."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
     gen = torch.Generator().manual_seed(seed)
+
+    def noisy(t: Any) -> bool:
+        return isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() > 0 and \
+            (not protected or t.untyped_storage().data_ptr() not in protected)
 
     class RelativeNoise(TorchDispatchMode):
         def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (),
@@ -51,7 +57,7 @@ def relative_noise(level: float, seed: int) -> Any:
             if layout is not None:
                 _shift_by_statistics(layout, args, out, level, gen)
             for t in out if isinstance(out, (tuple, list)) else (out,):
-                if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
+                if noisy(t):
                     noise = torch.rand(t.shape, generator=gen, dtype=torch.float64)
                     moved = t + (t * ((2 * noise - 1) * level)).to(t.dtype)
                     # no value leaves the finite range, nor turns -inf + inf into NaN (an

@@ -36,7 +36,7 @@ TOLERANCE = {"type": "object", "additionalProperties": False,
 
 class Compare(Step):
     kind = "compare"
-    version = 7  # lossy candidates default to cosine; near-zero ends by the draws' scale
+    version = 8  # a failure carries one fix; a candidate not built is a row
     help = "run the reference and every candidate on fresh inputs; fail beyond tolerance"
     params = {
         "reference": {"type": ["string", "null"], "default": None,
@@ -98,6 +98,16 @@ class Compare(Step):
                                 hint=f"add '{ref}' to `needs`")
 
     @classmethod
+    def runs_without(cls, step: StepSpec, pipeline: Pipeline, missing: list[str]) -> bool:
+        """A candidate that was not built is marked so, the others judged; without the
+        model or the reference, or with no candidate left, there is nothing to judge."""
+        from qntz.core.pipeline import provided_by
+
+        fixed = {n for n in step.needs if n == step.params["reference"]
+                 or "model" in provided_by(pipeline.steps[n])}
+        return not fixed & set(missing) and bool(set(step.needs) - fixed - set(missing))
+
+    @classmethod
     def key_extras(cls, step: StepSpec, pipeline: Pipeline, digests: FileDigests) -> dict:
         from qntz.core.data import data_digest
 
@@ -125,6 +135,7 @@ class Compare(Step):
     def run(self, ctx: StepContext) -> dict[str, Any]:
         from qntz.compare.divergence import explain_failures
         from qntz.compare.evaluate import evaluate, sample_inputs
+        from qntz.compare.fixes import fix_for, without_fix
         from qntz.compare.report import markdown, split_timing
         from qntz.compare.runners import TORCH_DEVICE
         from qntz.core.scratch import scratch
@@ -140,6 +151,7 @@ class Compare(Step):
             with scratch(ctx, "compare-") as work:  # engine runtimes leave files in TMPDIR
                 report = evaluate(ctx)
                 report["provider"] = provider
+                _mark_missing(ctx, report)
                 if any(c["status"] == "fail" for c in report["candidates"]):
                     explain_failures(ctx, report, sample_inputs(ctx.pipeline, ctx.params), work)
         finally:
@@ -149,7 +161,7 @@ class Compare(Step):
         (ctx.out / "report.json").write_text(json.dumps(lasting, indent=1))
         (ctx.out / "latency.json").write_text(json.dumps(timing, indent=1))
         (ctx.out / "report.md").write_text(markdown(report, ctx.pipeline.name))  # shows latency
-        failed = [c for c in report["candidates"] if c["status"] in ("fail", "error")
+        failed = [c for c in report["candidates"] if c["status"] in FAILING
                   or (c["status"] == "not run" and c["id"] in ctx.params["require"])]
         summary: dict[str, Any] = {"passed": not failed, "candidates": [
             {k: c.get(k) for k in ("id", "artifact", "status", "reason", "latency_ms", "speedup",
@@ -164,9 +176,31 @@ class Compare(Step):
             summary["unverified"] = unverified
         if failed:
             summary["failed"] = "; ".join(
-                c["reason"] + (" (required by `require`)" if c["status"] == "not run" else "")
+                without_fix(c["reason"]) + (" (required by `require`)"
+                                            if c["status"] == "not run" else "")
                 for c in failed)
+            summary["fix"] = fix_for(failed, ctx.params["require"])
         return summary
+
+
+FAILING = ("fail", "error", "not built")
+
+
+def _mark_missing(ctx: StepContext, report: dict[str, Any]) -> None:
+    """A row for each candidate that was not built (its step or one before it failed),
+    in the order of `needs`, among those that were judged."""
+    if not ctx.missing:
+        return
+    from qntz.core.pipeline import provided_by
+    from qntz.core.registry import runner_factory
+
+    rows = {c["id"]: c for c in report["candidates"]}
+    for sid, why in ctx.missing.items():
+        kind = (runner_factory(list(provided_by(ctx.pipeline.steps[sid]))) or ("?",))[0]
+        rows[sid] = {"id": sid, "artifact": kind, "status": "not built",
+                     "reason": f"{sid} ({kind}) not built: {why}"}
+    report["candidates"] = [rows[n] for n in ctx.step.needs if n in rows]
+    report["passed"] = False
 
 
 def _check_device(ctx: StepContext) -> None:

@@ -21,30 +21,58 @@ import numpy as np
 
 ROUNDS = 5
 WIDE_SPREAD = 0.25  # (max - min) / median of the per-round ratios past which we warn
+MODEL_BUDGET_S = 5.0  # timed seconds per model, about (each round still runs it once)
+WARMUP_SHARE = 0.25  # of MODEL_BUDGET_S, past which warm-up stops (after one run)
 
 
-def interleaved(calls: dict[str, Callable[[], Any]], iterations: int, warmup: int
-                ) -> dict[str, dict[str, Any]]:
-    """Per model: median and p90 of every timed run (ms), and each round's median."""
+def interleaved(calls: dict[str, Callable[[], Any]], iterations: int, warmup: int,
+                budget_s: float = MODEL_BUDGET_S) -> dict[str, dict[str, Any]]:
+    """Per model: median and p90 of every timed run (ms), and each round's median.
+
+    A model too slow for `iterations` runs within `budget_s` (eager PyTorch on a large
+    model on a CPU) runs fewer per round, at least one, in the same rounds."""
     if not iterations or not calls:
         return {}
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
+    warm_ms = {name: _warm_up(call, warmup, budget_s * WARMUP_SHARE)
+               for name, call in calls.items()}
     rounds = min(ROUNDS, iterations)
-    per_round = max(1, iterations // rounds)
+    per_round = {name: _runs_per_round(iterations, rounds, warm_ms[name], budget_s)
+                 for name in calls}
     runs: dict[str, list[float]] = {name: [] for name in calls}
     medians: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
     for index in range(rounds):
         for name in names[index % len(names):] + names[:index % len(names)]:
-            times = [_once(calls[name]) for _ in range(per_round)]
+            times = [_once(calls[name]) for _ in range(per_round[name])]
             runs[name] += times
             medians[name].append(float(np.median(times)))
     return {name: {"median": float(np.median(runs[name])),
                    "p90": float(np.percentile(runs[name], 90)),
                    "iterations": len(runs[name]), "rounds": medians[name]}
             for name in names}
+
+
+def _warm_up(call: Callable[[], Any], warmup: int, budget_s: float) -> float | None:
+    """Run `call` up to `warmup` times, stopping once `budget_s` is spent; the last run's
+    milliseconds (None without warm-up)."""
+    last, spent = None, 0.0
+    for _ in range(warmup):
+        last = _once(call)
+        spent += last / 1e3
+        if spent >= budget_s:
+            break
+    return last
+
+
+def _runs_per_round(iterations: int, rounds: int, warm_ms: float | None,
+                    budget_s: float) -> int:
+    """`iterations` spread over the rounds, fewer where one warm run says that they would
+    take longer than `budget_s`; at least one."""
+    wanted = max(1, iterations // rounds)
+    if not warm_ms:
+        return wanted
+    affordable = int(budget_s * 1e3 / warm_ms / rounds)
+    return max(1, min(wanted, affordable))
 
 
 def _once(call: Callable[[], Any]) -> float:

@@ -9,6 +9,7 @@ class QntzError(Exception):
     """A failure with a place (file, line, step) and a fix, printed on one line."""
 
     exit_code = 1
+    details: dict | None = None  # what a failing step found first, for the report
 
     def __init__(self, message: str, *, where: str | None = None, hint: str | None = None):
         super().__init__(message)

@@ -42,7 +42,10 @@ class InputSpec:
 
     @property
     def dynamic_axes(self) -> dict[int, str]:
-        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+        """The axes whose size varies: a named dim given one size (`[N, N, N]`) is static,
+        as exporters need it (torch.export refuses a Dim with min = max)."""
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)
+                and self.dims[d][0] != self.dims[d][2]}
 
 
 def parse_inputs(section: dict[str, Any], where: Callable[..., str]) -> dict[str, InputSpec]:
@@ -245,12 +248,18 @@ def generate_feed(inputs: dict[str, InputSpec], sizes: dict[str, int],
     return feed
 
 
+def capture_sizes(inputs: dict[str, InputSpec]) -> dict[str, int]:
+    """The sizes a model is captured at: opt, except that a dynamic dim whose range reaches
+    2 is never captured at 1 (torch.export specializes a size-1 example dim to 1, so the
+    capture would fail or be static)."""
+    return {d: r[1] if r[1] >= 2 else min(2, r[2]) for d, r in all_dims(inputs).items()}
+
+
 def capture_example(inputs: dict[str, InputSpec]) -> dict[str, np.ndarray]:
-    """The example a model is captured with: opt sizes, seeded values."""
+    """The example a model is captured with: `capture_sizes`, seeded values."""
     import numpy as np
     rng = np.random.default_rng(CAPTURE_SEED)
-    sizes = opt_sizes(inputs)
-    return generate_feed(inputs, sizes, rng)
+    return generate_feed(inputs, capture_sizes(inputs), rng)
 
 
 def size_variants(inputs: dict[str, InputSpec]) -> list[dict[str, int]]:

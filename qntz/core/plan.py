@@ -28,15 +28,16 @@ class StepState:
 
 
 def key_record(spec: StepSpec, pipeline: Pipeline, inputs: dict[str, Artifact],
-               digests: FileDigests) -> dict[str, Any]:
-    """Everything that changes the step's output, and nothing else."""
+               digests: FileDigests, missing: dict[str, str] | None = None) -> dict[str, Any]:
+    """Everything that changes the step's output, and nothing else; `missing`: the needs
+    that did not finish (a kind that `runs_without` them), and why, which its output says."""
     kind = KINDS[spec.kind]
     record: dict[str, Any] = {
         "format": FORMAT,
         "kind": spec.kind,
         "kind_version": kind.version,
         "params": spec.params,
-        "inputs": {sid: inputs[sid].digest for sid in spec.needs},
+        "inputs": {sid: inputs[sid].digest if sid in inputs else None for sid in spec.needs},
         "extras": kind.key_extras(spec, pipeline, digests),
         "libraries": library_versions(kind.libraries),
     }
@@ -45,6 +46,8 @@ def key_record(spec: StepSpec, pipeline: Pipeline, inputs: dict[str, Artifact],
         record["plugin"] = source  # a plugin's own release enters its steps' keys
     if spec.kind != "load":
         record["model_inputs"] = {n: s.record() for n, s in pipeline.inputs.items()}
+    if missing:
+        record["missing"] = dict(missing)
     return json.loads(canonical_json(record))  # as the lock file will hold it: lists, not tuples
 
 

@@ -25,6 +25,12 @@ def recorded_warnings() -> Iterator[list[warnings.WarningMessage]]:
         yield caught
 
 
+# torch's loggers write through handlers bound to the stderr they found at import, which
+# swapping sys.stderr misses (`W1203 … symbolic_shapes.py] Unable to find user code
+# corresponding to {u0}` during torch.export): with stderr held they go to ERROR too
+STDERR_LOGGERS = ("logger:torch",)
+
+
 @contextlib.contextmanager
 def quiet(*loggers: str, stderr: bool = False, fds: bool = False
           ) -> Iterator[list[warnings.WarningMessage]]:
@@ -32,8 +38,8 @@ def quiet(*loggers: str, stderr: bool = False, fds: bool = False
     with `fds`, whatever C code writes to file descriptors 1 and 2 too (the TorchScript
     exporter dumps its whole IR graph there when it fails). The CLI's consoles write to
     their own copies of those descriptors, so qntz's progress is not swallowed."""
-    held = [*(f"logger:{name}" for name in loggers), "stdout", *(["stderr"] if stderr else []),
-            *(["fd:1", "fd:2"] if fds else [])]
+    held = [*(f"logger:{name}" for name in loggers), "stdout",
+            *(["stderr", *STDERR_LOGGERS] if stderr else []), *(["fd:1", "fd:2"] if fds else [])]
     with silenced(held), recorded_warnings() as caught:
         yield caught
 

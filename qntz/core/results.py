@@ -30,7 +30,8 @@ class StepOutcome:
     def as_dict(self) -> dict[str, Any]:
         """What `qntz run --json` prints for the step."""
         error = None if self.error is None else {
-            "message": self.error.message, "where": self.error.where, "hint": self.error.hint}
+            "message": self.error.message, "where": self.error.where, "hint": self.error.hint,
+            "details": self.error.details}
         return {"id": self.id, "kind": self.kind, "state": self.state,
                 "seconds": round(self.seconds, 3), "reason": self.reason or None,
                 "key": self.key, "files": {n: str(p) for n, p in self.files.items()},
@@ -100,7 +101,8 @@ def record_run(result: RunResult) -> None:
     from qntz.core.workspace import inside
 
     steps = {sid: {"state": s.state, "seconds": round(s.seconds, 3), "key": s.key,
-                   "error": s.error.message if s.error else None}
+                   "error": s.error.message if s.error else None,
+                   **({"details": s.error.details} if s.error and s.error.details else {})}
              for sid, s in result.steps.items()}
     log = {"recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "steps": steps}
     path = run_log(result.out)

@@ -150,12 +150,20 @@ class Session:
         pool = ThreadPoolExecutor(max_workers=max(1, jobs))
         running: dict[Future, str] = {}
         try:
-            while sorter.is_active() and not (stop and not running):
-                if not stop:
-                    for sid in sorted(sorter.get_ready(), key=order.index):
-                        running[pool.submit(self._one, sid, artifacts, planned, forced,
-                                            reporter)] = sid
+            while sorter.is_active():
+                ready = sorted(sorter.get_ready(), key=order.index)
+                for sid in ready:
+                    missing = self._missing(sid, artifacts, results)
+                    if stop and not self._runs_without(sid, missing):
+                        results[sid] = StepResult(sid, self.pipeline.steps[sid].kind, "skipped",
+                                                  reason="not started after a failure")
+                        sorter.done(sid)  # what needs it becomes ready, to be settled too
+                        continue
+                    running[pool.submit(self._one, sid, artifacts, planned, forced,
+                                        reporter, missing)] = sid
                 if not running:
+                    if ready:
+                        continue
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -199,35 +207,62 @@ class Session:
                     if self.cache.lookup("", key, strict=True)[0] is None:
                         self.cache.remove(key)
 
-    def _one(self, sid: str, artifacts: dict[str, Artifact], planned: dict[str, Artifact],
-             forced: set[str], reporter: Reporter) -> StepResult:
+    def _missing(self, sid: str, artifacts: dict[str, Artifact],
+                 results: dict[str, StepResult]) -> dict[str, str]:
+        """The needs of `sid` that did not finish, each with the failure behind it."""
+        return {n: self._why_missing(n, artifacts, results)
+                for n in self.pipeline.steps[sid].needs if n not in artifacts}
+
+    def _why_missing(self, need: str, artifacts: dict[str, Artifact],
+                     results: dict[str, StepResult]) -> str:
+        """`int8 failed`, also for a step skipped after it (`engine` needing `int8`)."""
+        result = results.get(need)
+        if result is not None and result.state == "failed":
+            return f"{need} failed"
+        blocked = [n for n in self.pipeline.steps[need].needs if n not in artifacts]
+        if blocked:
+            return self._why_missing(blocked[0], artifacts, results)
+        if result is None:
+            return f"{need} was not started"
+        return f"{need} was skipped: {result.reason}" if result.reason else f"{need} was skipped"
+
+    def _runs_without(self, sid: str, missing: dict[str, str]) -> bool:
+        """A kind that still runs without some of its needs (compare judges what exists)."""
         spec = self.pipeline.steps[sid]
-        missing = [n for n in spec.needs if n not in artifacts]
-        if missing:
-            result = StepResult(sid, spec.kind, "skipped", reason=f"{missing[0]} did not finish")
+        return KINDS[spec.kind].runs_without(spec, self.pipeline, list(missing))
+
+    def _one(self, sid: str, artifacts: dict[str, Artifact], planned: dict[str, Artifact],
+             forced: set[str], reporter: Reporter, missing: dict[str, str]) -> StepResult:
+        spec = self.pipeline.steps[sid]
+        if missing and not self._runs_without(sid, missing):
+            result = StepResult(sid, spec.kind, "skipped",
+                                reason=f"{next(iter(missing))} did not finish")
             reporter.finished(result)
             return result
-        inputs = {n: artifacts[n] for n in spec.needs}
+        inputs = {n: artifacts[n] for n in spec.needs if n in artifacts}
         try:
-            if sid in planned and all(artifacts[n] is planned.get(n) for n in spec.needs):
+            if not missing and sid in planned and all(
+                    artifacts[n] is planned.get(n) for n in spec.needs):
                 result = StepResult(sid, spec.kind, "cached", artifact=planned[sid])
             else:
-                result = self._cached_or_built(sid, inputs, sid in forced, reporter)
+                result = self._cached_or_built(sid, inputs, sid in forced, reporter, missing)
         except BaseException as exc:  # noqa: B036 - what a step raises is its failure
             error = _as_failure(exc, f"{self.pipeline.path}: step '{sid}'")
             result = StepResult(sid, spec.kind, "failed", reason=str(error), error=error)
         failed = result.summary.get("failed")
-        if failed and result.state != "failed":
+        if failed and result.state != "failed":  # it ran, and its output says it failed
             result.state = "failed"
-            result.reason = f"{self.pipeline.path}: step '{sid}': {failed}"
+            result.error = StepFailed(failed, where=f"{self.pipeline.where(*spec.at)}: step "
+                                      f"'{sid}'", hint=result.summary.get("fix"))
+            result.reason = str(result.error)
         reporter.finished(result)
         return result
 
     def _cached_or_built(self, sid: str, inputs: dict[str, Artifact], forced: bool,
-                         reporter: Reporter) -> StepResult:
+                         reporter: Reporter, missing: dict[str, str]) -> StepResult:
         """A step whose inputs were rebuilt: its new key may be cached, else build it."""
         spec = self.pipeline.steps[sid]
-        record = key_record(spec, self.pipeline, inputs, self.digests)
+        record = key_record(spec, self.pipeline, inputs, self.digests, missing)
         key = record_key(record)
         self._lease.add([key])
         artifact, _ = self.cache.lookup(sid, key, declared=provided_by(spec))
@@ -282,7 +317,7 @@ class Session:
                           self.live_model, shared=self.cache.root / "shared",
                           temp=work / "scratch",
                           report=lambda text: reporter.message(sid, text),
-                          extras=record["extras"])
+                          extras=record["extras"], missing=record.get("missing", {}))
         start = time.perf_counter()
         try:
             summary = kind().run(ctx)

@@ -88,6 +88,14 @@ class Step:
         return {"num_cpus": 1}
 
     @classmethod
+    def runs_without(cls, step: StepSpec, pipeline: Pipeline, missing: list[str]) -> bool:
+        """Whether a step of this kind still runs when the needs in `missing` did not
+        finish (failed, or skipped after a failure), also when a failure stops the run:
+        compare judges the candidates that exist and marks the missing ones, which it finds
+        in `ctx.missing`. By default such a step is skipped."""
+        return False
+
+    @classmethod
     def build_model(cls, params: dict[str, Any], pipeline: Pipeline, where: str) -> Any:
         """A kind that provides "model" builds the live model here; the runner calls it once
         per session and hands the model to every step that consumes it."""
@@ -140,13 +148,20 @@ class StepContext:
     temp: Path  # scratch for third-party tools, in the entry's workspace; removed after the step
     report: Callable[[str], None] = lambda message: None
     extras: dict[str, Any] = field(default_factory=dict)
+    # needs that did not finish, and why ("int8 failed"): only for a kind that runs_without
+    missing: dict[str, str] = field(default_factory=dict)
 
     @property
     def where(self) -> str:
         return f"{self.pipeline.path}: step '{self.step.id}'"
 
-    def fail(self, message: str, hint: str | None = None) -> StepFailed:
-        return StepFailed(message, where=self.where, hint=hint)
+    def fail(self, message: str, hint: str | None = None,
+             details: dict[str, Any] | None = None) -> StepFailed:
+        """The step's failure; `details`: what it found before failing, in the shape of
+        its summary (the report shows it, e.g. the budget points quantize explored)."""
+        error = StepFailed(message, where=self.where, hint=hint)
+        error.details = details
+        return error
 
     def input_providing(self, what: str) -> Artifact:
         """The one input that provides `what` (e.g. "onnx"), nearest first."""

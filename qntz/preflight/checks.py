@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from qntz.core.errors import first_line
-from qntz.core.inputs import InputSpec, capture_example, generate_feed, opt_sizes, size_variants
+from qntz.core.inputs import (
+    InputSpec,
+    capture_example,
+    capture_sizes,
+    generate_feed,
+    size_variants,
+)
 from qntz.preflight.findings import METHODS, Finding, UserCode, definition_line
 
 STATIC = ("data-dependent-control-flow", "tensor-to-python", "python-math", "numpy-round-trip")
@@ -70,11 +76,11 @@ class Checks:
     def probes(self) -> list[tuple[str, str, dict[str, np.ndarray]]]:
         """(kind, label, feed): other values at the capture sizes, then other sizes."""
         rng = np.random.default_rng(4242)
-        opt = opt_sizes(self.inputs)
-        out = [("values", f"{fill} values", generate_feed(self.inputs, opt, rng, fill))
+        captured = capture_sizes(self.inputs)
+        out = [("values", f"{fill} values", generate_feed(self.inputs, captured, rng, fill))
                for fill in ("random", "low", "high")]
         for sizes in size_variants(self.inputs):
-            if sizes != opt:
+            if sizes != captured:
                 label = ",".join(f"{d}={v}" for d, v in sizes.items())
                 out.append(("sizes", label, generate_feed(self.inputs, sizes, rng)))
         return out
@@ -107,7 +113,7 @@ class Checks:
                 try:
                     got = tensors_only(flatten_outputs(self.run(call, feed)))
                 except Exception as exc:
-                    self._disagreement(method, kind, label, f"fails to run: {first_line(exc)}")
+                    self._fails_to_run(method, call, kind, label, exc)
                     return False
             if len(got) != len(want) or any(
                     g.shape != w.shape or not np.allclose(g, w, rtol=1e-3, atol=1e-4,
@@ -116,6 +122,24 @@ class Checks:
                 self._disagreement(method, kind, label, "gives other outputs than eager")
                 return False
         return True
+
+    def _fails_to_run(self, method: str, call: Callable[..., Any], kind: str, label: str,
+                      exc: Exception) -> None:
+        """A captured model that cannot run even on the capture example froze nothing: it
+        refuses the call itself (a scripted forward typed `List[Tensor]`, say)."""
+        import torch
+
+        try:
+            with torch.no_grad():
+                self.run(call, capture_example(self.inputs))
+        except Exception:
+            self.add(f"{method}-fails-to-run", "error", [method],
+                     f"the {PAST[method]} model fails to run on the `inputs` example: "
+                     f"{first_line(exc)}",
+                     "make `inputs` match what the captured forward takes{else}",
+                     self.user.in_traceback(exc))
+            return
+        self._disagreement(method, kind, label, f"fails to run: {first_line(exc)}")
 
     def _disagreement(self, method: str, kind: str, label: str, what: str) -> None:
         located = self._event_location(method)

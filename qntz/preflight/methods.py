@@ -54,6 +54,11 @@ def try_trace(checks: Checks) -> None:
 
 
 def _trace_fix(text: str) -> str:
+    if "can be output from traced functions" in text:  # a list of dicts: detectors
+        return ("torch.jit.trace returns only tensors and flat tuples, lists or dicts of "
+                "them, not this nesting (a list of dicts): return a flat tuple or dict, or "
+                "let `capture: {uses: auto}` export the eager model, whose nesting the ONNX "
+                "exporter flattens{else}")
     if "dict at the output" in text or "strict" in text:
         return ("trace with `strict: false` (`capture: {uses: trace, strict: false}`: the "
                 "output's structure must not change with the inputs){else}")
@@ -239,10 +244,49 @@ def _onnx_problem(checks: Checks, model: Any, exporter: str) -> Exception | str 
             model = without_defaults(model, args, kwargs)
         with quiet(*EXPORTER_LOGGERS, stderr=True, fds=True):
             torch.onnx.export(model, args, str(sink), kwargs=kwargs, input_names=names,
-                              opset_version=checks.opset, dynamo=exporter == "dynamo")
+                              opset_version=checks.opset, dynamo=exporter == "dynamo",
+                              **_dynamic(checks, model, exporter))
     except Exception as exc:
         return exc
-    return _onnx_file_problem(checks, sink, example, names)
+    return _onnx_file_problem(checks, sink, example, names) or _size_problem(checks, sink)
+
+
+def _dynamic(checks: Checks, model: Any, exporter: str) -> dict[str, Any]:
+    """The dynamic dims as the onnx step exports them (its default `dynamic: true`)."""
+    from qntz.runtime.torchio import dynamic_shapes
+
+    if exporter == "torchscript":
+        axes = {n: s.dynamic_axes for n, s in checks.inputs.items() if s.dynamic_axes}
+        return {"dynamic_axes": axes} if axes else {}
+    if hasattr(model, "graph_signature") or not any(s.dynamic_axes
+                                                     for s in checks.inputs.values()):
+        return {}  # an ExportedProgram keeps the dims it was exported with
+    return {"dynamic_shapes": dynamic_shapes(checks.inputs, model)}
+
+
+def _size_problem(checks: Checks, path: Path) -> str | None:
+    """The written model must run at the smallest and the largest declared sizes, as the
+    onnx step checks: a loop over the batch (a detector's images) is unrolled at export."""
+    from qntz.core.inputs import all_dims, generate_feed
+    from qntz.runtime.ortrun import run, session
+
+    dims = all_dims(checks.inputs)
+    if not dims or any(s.dtype == "bfloat16" for s in checks.inputs.values()):
+        return None
+    sess, rng = session(path), np.random.default_rng(0)
+    for end in (0, 2):
+        sizes = {d: r[end] for d, r in dims.items()}
+        feed = generate_feed(checks.inputs, sizes, rng)
+        try:
+            with quiet(stderr=True, fds=True):
+                run(sess, feed)
+        except Exception as exc:
+            if _eager_fails(checks, feed):  # the model's own limit: compare names the rule
+                continue
+            label = ", ".join(f"{d}={v}" for d, v in sizes.items())
+            return (f"wrote a model that fails at {label}, a declared size: "
+                    f"{first_line(exc).split(' Status Message:')[0]}")
+    return None
 
 
 def _onnx_file_problem(checks: Checks, path: Path, example: dict, names: list[str]
@@ -293,6 +337,19 @@ def _onnx_agrees(checks: Checks, path: Path) -> bool:
     return True
 
 
+def _eager_fails(checks: Checks, feed: dict[str, np.ndarray]) -> bool:
+    import torch
+
+    from qntz.runtime.torchio import call_eager
+
+    try:
+        with torch.no_grad():
+            call_eager(checks.fresh(), feed, checks.inputs)
+    except Exception:
+        return True
+    return False
+
+
 def _warn_if_outputs_differ(checks: Checks, got: list, example: dict) -> None:
     import torch
 
@@ -323,7 +380,12 @@ def _onnx_fails(checks: Checks, problem: Exception | str) -> None:
                else f"ONNX export at opset {checks.opset} fails: {first_line(problem)}"
                if isinstance(problem, Exception)
                else f"ONNX export at opset {checks.opset}: the exporter {problem}")
-    if op:
+    if "a declared size" in text:
+        checks.add("onnx-frozen-size", "error", ["onnx"], message,
+                   "the export holds a size of the capture example (Python code that loops "
+                   "over a dim, as a detector loops over its images, is unrolled): give that "
+                   "dim the one size you deploy (`dynamic: {batch: [N, N, N]}`){else}")
+    elif op:
         checks.add("onnx-unsupported-op", "error", ["onnx"], message,
                    "use another opset (`onnx: {opset: N}`), or replace the operator with ones "
                    "ONNX has", where)

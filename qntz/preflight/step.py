@@ -19,7 +19,7 @@ PREFERENCE = ("export", "trace", "script")  # torch.export is where PyTorch is g
 
 class Preflight(Step):
     kind = "preflight"
-    version = 5  # a frozen device run on the other device where a GPU is
+    version = 6  # frozen device run elsewhere; List[Tensor] forwards; capture at size 2
     help = "try trace, script and export on the live model; find what breaks each, and where"
     params = {
         "methods": {"type": "array", "items": {"enum": list(METHODS)}, "default": list(METHODS),

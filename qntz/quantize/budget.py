@@ -139,7 +139,9 @@ def search(ctx: StepContext, build: Callable, prepared: Path, quantized: Path, f
                        f"data, even with {top} of {len(units)} quantized nodes float "
                        f"(explored: {tried})" + ("" if floor is None else
                                                 f"; the same model in FP16 drops {floor:.4g}"),
-                       hint=_hint(metric, budget, sum(len(e) for e in expected), floor))
+                       hint=_hint(metric, budget, sum(len(e) for e in expected), floor),
+                       details={"precision": "int8", "budget_search": _explored(
+                           points, metric, None)})
     while hit - miss > 1:
         middle = (hit + miss) // 2
         hit, miss = (middle, miss) if meets(middle) else (hit, middle)
@@ -205,12 +207,16 @@ def _chosen(points: dict[int, tuple], metric: str, budget: float,
     times = dict(zip(points, latencies_ms([p[1] for p in points.values()], feed)))
     meeting = [c for c in points if points[c][3][metric]["drop"] <= budget]
     best = min(meeting, key=lambda c: (len(points[c][0]), c))
-    explored = [{"float_nodes": len(keep), "candidates_float": count,
-                 "top1": _rounded(result["top1"]["agreement"]),
-                 "cosine": round(result["cosine"]["mean"], 6),
-                 "drop": round(result[metric]["drop"], 6), "chosen": count == best}
-                for count, (keep, _, _, result) in points.items()]
-    return (*points[best], explored, list(times.values()))
+    return (*points[best], _explored(points, metric, best), list(times.values()))
+
+
+def _explored(points: dict[int, tuple], metric: str, best: int | None) -> list[dict]:
+    """The budget points explored, in order, as the summary (and a failure) keeps them."""
+    return [{"float_nodes": len(keep), "candidates_float": count,
+             "top1": _rounded(result["top1"]["agreement"]),
+             "cosine": round(result["cosine"]["mean"], 6),
+             "drop": round(result[metric]["drop"], 6), "chosen": count == best}
+            for count, (keep, _, _, result) in points.items()]
 
 
 def _rounded(value: float | None) -> float | None:

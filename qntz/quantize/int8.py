@@ -21,29 +21,24 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
 
     from qntz.core.data import load_dataset
     from qntz.core.scratch import scratch
-    from qntz.quantize.ort_tools import choose_recipe, preprocess, untie_weights
+    from qntz.quantize.ort_tools import preprocess
     from qntz.runtime.onnx_files import install_onnx
     from qntz.runtime.onnxinfo import describe
 
     params = ctx.params
-    _float32_graph(ctx, source)
     feeds = load_dataset(ctx.pipeline, params["data"], params["samples"])
     with scratch(ctx, "int8-") as work:
         prepared, note = work / "prepared.onnx", "none"
         if params["preprocess"]:
-            ctx.report("pre-processing")
-            note = preprocess(source, prepared, work)
+            ctx.report("pre-processing")  # which reads the source: checked there
+            note = preprocess(source, prepared, work, lambda graph: _float32_graph(ctx, graph))
         else:
+            _float32_graph(ctx, onnx.load(str(source), load_external_data=False))
             install_onnx(source, prepared)  # the data file renamed with it
-        untie_weights(prepared)
-        try:
-            recipe = choose_recipe(onnx.load(str(prepared)), params)
-        except ValueError as exc:
-            hint = "use recipe: dynamic" if "dynamic" in str(exc).split(":")[0] or \
-                "only dynamically" in str(exc) else "use recipe: static"
-            raise PipelineError(str(exc), where=ctx.where, hint=hint) from exc
-        fusion, fused = prepare_dynamic(ctx, prepared, feeds, work) if recipe.mode == \
-            "dynamic" else (None, None)
+        recipe, model = _prepare(ctx, prepared)
+        fusion, fused = prepare_dynamic(ctx, prepared, model, feeds, work) if \
+            recipe.mode == "dynamic" else (None, None)
+        del model
         done = None
         if fused is not None:
             try:  # the fused graph is an optimization: if it cannot be quantized, do without
@@ -82,14 +77,35 @@ def quantize_step(ctx: StepContext, source: Path) -> dict[str, Any]:
             **describe(ctx.out / "model.onnx")}
 
 
-def _float32_graph(ctx: StepContext, source: Path) -> None:
-    """INT8 calibration needs float32 tensors: a float16 model gets that said, not "no node
-    was quantized" with a hint about settings the pipeline never set."""
+def _prepare(ctx: StepContext, prepared: Path) -> tuple[Any, Any]:
+    """The recipe for `prepared` and the model in memory, its weights untied and, for the
+    dynamic recipe, its Gemms written as MatMul: read once, written back once if changed."""
     import onnx
 
+    from qntz.quantize.ort_tools import choose_recipe, gemm_to_matmul, untie_weights
+    from qntz.runtime.onnx_files import save_onnx
+
+    model = onnx.load(str(prepared))
+    changed = untie_weights(model)
+    try:
+        recipe = choose_recipe(model, ctx.params)
+    except ValueError as exc:
+        hint = "use recipe: dynamic" if "dynamic" in str(exc).split(":")[0] or \
+            "only dynamically" in str(exc) else "use recipe: static"
+        raise PipelineError(str(exc), where=ctx.where, hint=hint) from exc
+    if recipe.mode == "dynamic":
+        changed += gemm_to_matmul(model)
+    if changed:
+        save_onnx(model, prepared, keep=True)
+    return recipe, model
+
+
+def _float32_graph(ctx: StepContext, graph: Any) -> None:
+    """INT8 calibration needs float32 tensors: a float16 model gets that said, not "no node
+    was quantized" with a hint about settings the pipeline never set."""
     from qntz.quantize.precision_check import half_graph
 
-    why = half_graph(onnx.load(str(source), load_external_data=False))
+    why = half_graph(graph)
     if why:
         raise ctx.fail(f"INT8 calibration needs a float32 graph, and this one is not ({why})",
                        hint="return a float32 model from the factory (`model.float()`, inputs "
@@ -163,48 +179,48 @@ def _quantize(ctx: StepContext, prepared: Path, feeds: list, work: Path) -> tupl
 
     from qntz.quantize.ort_tools import choose_recipe
 
-    recipe = choose_recipe(onnx.load(str(prepared)), ctx.params)
-    build = _builder(ctx, prepared, recipe, feeds, work)
+    graph = onnx.load(str(prepared), load_external_data=False)
+    recipe = choose_recipe(graph, ctx.params)
+    build = _builder(ctx, prepared, recipe, feeds, work, graph)
+    del graph
     ctx.report(f"{recipe.mode} int8 quantization")
     quantized, coverage = build([])
     return recipe, build, quantized, coverage, measure(prepared, quantized, feeds)
 
 
-def prepare_dynamic(ctx: StepContext, prepared: Path, feeds: list, work: Path
+def prepare_dynamic(ctx: StepContext, prepared: Path, model: Any, feeds: list, work: Path
                     ) -> tuple[dict[str, Any] | None, Path | None]:
-    """Linear layers as MatMul (`prepared` is rewritten in place), and on transformer graphs
-    a copy with the ONNX Runtime fusions that held up against the float model."""
-    import onnx
-
+    """On transformer graphs, a copy of `prepared` (`model` in memory, which this changes)
+    with the ONNX Runtime fusions that held up against the float model."""
     from qntz.quantize.fusion import fuse_for_onnxruntime
-    from qntz.quantize.ort_tools import gemm_to_matmul, looks_like_transformer
+    from qntz.quantize.ort_tools import looks_like_transformer
 
     params = ctx.params
-    gemm_to_matmul(prepared)
     names_given = params["nodes"] or params["exclude_nodes"]  # names of the unfused graph
     if not params["fuse"] or names_given or params["target"] != "onnxruntime" or \
-            not looks_like_transformer(onnx.load(str(prepared), load_external_data=False)):
+            not looks_like_transformer(model):
         return None, None
     ctx.report("fusing attention and normalization for ONNX Runtime")
     fused = work / "fused.onnx"
     dynamic = {name: spec.dynamic_axes for name, spec in ctx.pipeline.inputs.items()}
     try:
-        result = fuse_for_onnxruntime(prepared, fused, feeds, dynamic)
+        result = fuse_for_onnxruntime(prepared, fused, feeds, dynamic, model)
     except Exception as exc:  # an optimization that breaks must not break the step
         return {"used": False, "notes": [f"fusion failed: {first_line(exc)}"]}, None
     return result.as_dict(), fused if result.used else None
 
 
-def _builder(ctx: StepContext, prepared: Path, recipe: Any, feeds: list, work: Path
-             ) -> Callable[[list[str]], tuple[Path, dict[str, Any]]]:
-    """A function that quantizes with extra nodes kept in float, verified, into `work`."""
+def _builder(ctx: StepContext, prepared: Path, recipe: Any, feeds: list, work: Path,
+             graph: Any = None) -> Callable[[list[str]], tuple[Path, dict[str, Any]]]:
+    """A function that quantizes with extra nodes kept in float, verified, into `work`;
+    `graph`: `prepared` as already read (its graph is all this reads)."""
     import onnx
 
     from qntz.quantize.float_nodes import protect_float_nodes
     from qntz.quantize.ort_tools import CONV_LIKE, MATMUL_LIKE, Recipe, quantize_int8, weight_nodes
     from qntz.quantize.precision_check import PrecisionMismatch, check_int8
 
-    model = onnx.load(str(prepared), load_external_data=False)
+    model = graph if graph is not None else onnx.load(str(prepared), load_external_data=False)
     types = tuple(recipe.op_types or (*CONV_LIKE, *MATMUL_LIKE))
     intended = [n for n in (recipe.nodes or weight_nodes(model, types))
                 if n not in recipe.exclude_nodes]
@@ -223,7 +239,8 @@ def _builder(ctx: StepContext, prepared: Path, recipe: Any, feeds: list, work: P
             protect_float_nodes(target)  # TensorRT wants per-tensor activations, and is not ORT
         wanted = [n for n in intended if n not in keep_float]
         try:
-            coverage = check_int8(onnx.load(str(target)), variant.mode, wanted)
+            coverage = check_int8(onnx.load(str(target), load_external_data=False),
+                                  variant.mode, wanted)
         except PrecisionMismatch as exc:
             raise ctx.fail(f"asked for int8, got another precision: {exc}",
                            hint="check op_types / nodes / exclude settings") from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,17 +131,14 @@ def choose_recipe(model: Any, params: dict[str, Any]) -> Recipe:
     return recipe
 
 
-def gemm_to_matmul(path: Path) -> int:
-    """Gemm with a constant weight → MatMul (+ Add), as the exporters write many Linear
-    layers: the dynamic recipe picks MatMul weights, and the attention fusions look for
-    MatMul + Add."""
-    import onnx
+def gemm_to_matmul(model: Any) -> int:
+    """Gemm with a constant weight → MatMul (+ Add), in place, as the exporters write many
+    Linear layers: the dynamic recipe picks MatMul weights, and the attention fusions look
+    for MatMul + Add. Returns how many were rewritten."""
     from onnx import helper, numpy_helper
 
     from qntz.quantize.exported_graph import drop_unused
-    from qntz.runtime.onnx_files import save_onnx
 
-    model = onnx.load(str(path))
     weights = {i.name: i for i in model.graph.initializer}
     nodes, changed = [], 0
     for node in model.graph.node:
@@ -166,20 +163,16 @@ def gemm_to_matmul(path: Path) -> int:
         del model.graph.node[:]
         model.graph.node.extend(nodes)
         drop_unused(model)  # the transposed weights replaced the originals
-        save_onnx(model, path)
     return changed
 
 
-def untie_weights(path: Path) -> int:
-    """Give each weight or bias of a weighted op its own initializer; returns how many were
-    copied. Exporters share one initializer between equal constants (zero biases, the
+def untie_weights(model: Any) -> int:
+    """Give each weight or bias of a weighted op its own initializer, in place; returns how
+    many were copied. Exporters share one initializer between equal constants (zero biases, the
     all-ones weights of fresh BatchNorms: timm's LeViT), and ONNX Runtime's quantizer then
     writes one name as int32 (a bias) and as int8 (a weight), a model it cannot load."""
     import onnx
 
-    from qntz.runtime.onnx_files import save_onnx
-
-    model = onnx.load(str(path))
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
     readers: dict[str, int] = {}
@@ -199,19 +192,19 @@ def untie_weights(path: Path) -> int:
                 graph.initializer.append(copy)
                 node.input[slot], readers[name] = copy.name, readers[name] - 1
                 copies += 1
-    if copies:
-        save_onnx(model, path)
     return copies
 
 
-def preprocess(source: Path, target: Path, scratch: Path) -> str:
+def preprocess(source: Path, target: Path, scratch: Path,
+               inspect: Callable[[Any], None] | None = None) -> str:
     """ORT's pre-processing; symbolic shape inference fails on many BERT-style graphs.
 
     ORT's own symbolic shape inference saves the partial model into the current folder when
     it fails, so qntz runs that inference itself (same class, without the save) and hands
     ORT the result. Where that class has changed, the pre-processing runs in a child process
     whose current folder is `scratch` (changing this process's folder would move every other
-    step running in it)."""
+    step running in it). `inspect` is called with the source model once it is read (the
+    caller's checks, without a parse of their own)."""
     import onnx
 
     from qntz.runtime.onnx_files import (
@@ -226,10 +219,14 @@ def preprocess(source: Path, target: Path, scratch: Path) -> str:
     if external_files(source):  # ORT's tools read it with onnx.load, which refuses a data
         install_onnx(source, scratch / "source.onnx")  # file hard-linked as the cache's are
         source = scratch / "source.onnx"
+    model = onnx.load(str(source))
+    if inspect is not None:
+        inspect(model)
     try:
-        shaped = _symbolic_shapes(onnx.load(str(source)))
+        shaped = _symbolic_shapes(model)
     except AttributeError:  # another ONNX Runtime: the isolated, slower way
         return _preprocess_apart(source, target, scratch)
+    del model  # `shaped` is a copy
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     start = source

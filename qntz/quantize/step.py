@@ -20,7 +20,7 @@ NAMES = {"type": ["array", "null"], "items": {"type": "string"}, "default": None
 
 class Quantize(Step):
     kind = "quantize"
-    version = 5  # node_actions in quantize.json; float_edges; the budget search rebuilt
+    version = 6  # residuals as Sum by a fixed rule, not a stopwatch
     help = "INT8 (calibrated Q/DQ, or dynamic) or FP16 ONNX for ONNX Runtime and TensorRT"
     params = {
         "precision": {"enum": ["int8", "fp16", "bf16"], "default": "int8",

@@ -7,7 +7,7 @@ from typing import Any
 
 from qntz.report.svg import esc
 
-STATUS_KIND = {"pass": "ok", "fail": "bad", "error": "bad", "not run": "warn"}
+STATUS_KIND = {"pass": "ok", "fail": "bad", "error": "bad", "not run": "warn", "not built": "bad"}
 
 
 class Markup(str):

@@ -87,9 +87,12 @@ def _budget(found: dict[str, Any]) -> list[str]:
              badge("chosen", "ok") if p.get("float_nodes") == chosen else ""]
             for p in sorted(points, key=lambda p: p.get("float_nodes", 0))]
     caption = "agreement with the float model against nodes kept float; labels are latency"
-    return ["<h4>Accuracy budget</h4>",
+    missed = [] if found.get("met", True) else [note(
+        f"No point explored meets the target {num(target)}: the step failed; every point it "
+        "tried is below.")]
+    return ["<h4>Accuracy budget</h4>", *missed,
             facts([("max drop", num(found.get("max_drop"))), ("target", num(target)),
-                   ("nodes kept float", chosen)]),
+                   ("nodes kept float", chosen if found.get("met", True) else "none meets it")]),
             figure(plots.budget(points, target, chosen), caption),
             table(["nodes kept float", "agreement", "latency ms", ""], rows)]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 EXCERPT_LINES = 3  # source lines shown before and after a finding's line
-PASSED = {"pass": True, "fail": False, "error": False}
+PASSED = {"pass": True, "fail": False, "error": False, "not built": False}
 
 
 def _median(latency: Any) -> float | None:
@@ -98,7 +98,8 @@ def _budget(summary: dict[str, Any], params: dict[str, Any], latencies: list[Any
     max_drop = params.get("max_drop")
     return {"max_drop": max_drop, "metric": metric,
             "target": 1 - max_drop if isinstance(max_drop, (int, float)) else None,
-            "chosen": len(summary.get("kept_float_for_budget") or []),
+            "chosen": None if summary.get("failed") else len(
+                summary.get("kept_float_for_budget") or []), "met": not summary.get("failed"),
             "points": [{"float_nodes": p["float_nodes"], "agreement": 1 - p["drop"],
                         "latency_ms": timed.get(p["float_nodes"])} for p in points]}
 

@@ -25,10 +25,12 @@ from qntz.report.svg import (
     scale,
     svg,
     text,
+    text_box,
     x_axis,
     y_axis,
 )
 
+SMALL = 10.0  # px: the `small` labels' font size (the report's CSS)
 ROWS_BASE = Frame().top + Frame().bottom  # a plot of rows: its margins, then one band per row
 
 
@@ -41,9 +43,15 @@ def _dot(x: float, y: float, colour: str, tip: str, r: float = 4.5) -> str:
             f'class="dot"><title>{esc(tip)}</title></circle>')
 
 
-def _hline(y: float, frame: Frame, label: str) -> list[str]:
+def _hline(y: float, frame: Frame, label: str, labels: Labels) -> list[str]:
     return [line(frame.x0, y, frame.x1, y, "threshold"),
-            text(frame.x1 - 4, y - 4, label, anchor="end", cls="small threshold-label")]
+            _line_label(frame.x1 - 4, y - 4, label, labels, "threshold-label")]
+
+
+def _line_label(x: float, y: float, label: str, labels: Labels, cls: str) -> str:
+    """A small label ending at (x, y), kept clear for the point labels placed after it."""
+    labels.reserve(text_box(x, y, label, SMALL, "end"))
+    return text(x, y, label, anchor="end", cls=f"small {cls}")
 
 
 def accuracy_latency(candidates: Sequence[dict[str, Any]], metric: str,
@@ -57,18 +65,21 @@ def accuracy_latency(candidates: Sequence[dict[str, Any]], metric: str,
                include=[reference_ms] if finite(reference_ms) else [])
     ys = scale([c["value"] for c in shown], frame.y0, frame.y1, include=tolerances)
     body = [*x_axis(xs, frame, "latency ms (median)"), *y_axis(ys, frame, metric)]
-    body += [part for tol in tolerances for part in _hline(ys(tol), frame,
-                                                           f"tolerance {num(tol)}")]
+    labels = Labels(frame)
+    for tol in tolerances:
+        body += _hline(ys(tol), frame, f"tolerance {num(tol)}", labels)
     if finite(reference_ms):
         body += [line(xs(reference_ms), frame.y0, xs(reference_ms), frame.y1, "reference"),
-                 text(xs(reference_ms) - 4, frame.y0 - 6, "reference", anchor="end",
-                      cls="small")]
-    labels = Labels()
-    for c in shown:
-        x, y = xs(c["latency_ms"]), ys(c["value"])
+                 _line_label(xs(reference_ms) - 4, frame.y0 - 6, "reference", labels,
+                             "reference-label")]
+    points = [(xs(c["latency_ms"]), ys(c["value"]), c) for c in shown]
+    for x, y, _ in points:
+        labels.dot(x, y, 4.5)
+    for x, y, c in points:
         tip = f"{c['name']}: {metric} {num(c['value'])}, {num(c['latency_ms'])} ms"
+        at_x, at_y, anchor = labels.place(x, y, str(c["name"]))
         body += [_dot(x, y, _colour(c.get("passed")), tip),
-                 text(x + 7, labels.free(x + 7, y - 6, str(c["name"])), c["name"])]
+                 text(at_x, at_y, c["name"], anchor=anchor, cls="point-label")]
     body += legend([("pass", PASS), ("fail", FAIL)], frame)
     return svg("accuracy-latency", frame, f"{metric} against latency", body)
 
@@ -155,17 +166,20 @@ def budget(points: Sequence[dict[str, Any]], target: Any = None, chosen: Any = N
     ys = scale([p["agreement"] for p in shown], frame.y0, frame.y1,
                include=[target] if finite(target) else [])
     body = [*x_axis(xs, frame, "nodes kept float"), *y_axis(ys, frame, "agreement")]
+    labels = Labels(frame)
     if finite(target):
-        body += _hline(ys(target), frame, f"target {num(target)}")
+        body += _hline(ys(target), frame, f"target {num(target)}", labels)
     path = " ".join(f"{pos(xs(p['float_nodes']))},{pos(ys(p['agreement']))}" for p in shown)
     body.append(f'<polyline points="{path}" fill="none" stroke="{PALETTE[0]}" class="series"/>')
-    labels = Labels()
+    for p in shown:
+        labels.dot(xs(p["float_nodes"]), ys(p["agreement"]), 4.5)
     for p in shown:
         x, y = xs(p["float_nodes"]), ys(p["agreement"])
         tip = (f"{p['float_nodes']} float: agreement {num(p['agreement'])}, "
                f"{num(p.get('latency_ms'))} ms")
         colour = PASS if p["float_nodes"] == chosen else PALETTE[0]
         label = f"{num(p.get('latency_ms'), '.3g')} ms"
+        at_x, at_y, anchor = labels.place(x, y, label, SMALL)
         body += [_dot(x, y, colour, tip),
-                 text(x + 6, labels.free(x + 6, y + 14, label), label, cls="small")]
+                 text(at_x, at_y, label, anchor=anchor, cls="small point-label")]
     return svg("budget", frame, "accuracy budget trade-off", body)

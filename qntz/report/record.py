@@ -79,6 +79,8 @@ def _step(pipeline: Any, spec: Any, artifact: Artifact | None, ran: dict[str, An
         part = PARTS.get(spec.kind)
         if part is not None:
             step[part[0]] = part[1](artifact, pipeline)
+    elif ran.get("details") and spec.kind in FAILED_PARTS:  # what it found before failing
+        step[spec.kind] = FAILED_PARTS[spec.kind](ran["details"], spec.params)
     return step
 
 
@@ -125,6 +127,8 @@ def _tensorrt(artifact: Artifact, pipeline: Any) -> dict[str, Any]:
                           timing.get("build_seconds"))
 
 
+FAILED_PARTS = {"quantize": lambda details, params: parts.quantize(
+    {**details, "failed": True}, params, [])}
 PARTS = {"compare": ("compare", _compare), "preflight": ("preflight", _preflight),
          "quantize": ("quantize", _quantize), "tensorrt": ("tensorrt", _tensorrt)}
 

@@ -24,7 +24,8 @@ The run record (format ``"report": 1``); optional keys may be absent or None::
            "reference": {"name": "capture", "latency_ms": 3.2},
            "candidates": [{
              "name": "int8", "passed": True,    # None: not run
-             "status": "pass" | "fail" | "error" | "not run", "reason": "why, if not pass",
+             "status": "pass" | "fail" | "error" | "not run" | "not built",
+             "reason": "why, if not pass",
              "metric": "top1", "value": 0.99, "tolerance": 0.99, "latency_ms": 1.1,
              "outputs": [{"name": "logits", "max_abs": 0.02, "rms_rel": 0.01,
                           "cosine": 0.9995,

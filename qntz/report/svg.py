@@ -185,21 +185,63 @@ def legend(entries: Sequence[tuple[str, str]], frame: Frame) -> list[str]:
     return parts
 
 
+CHAR_EM = 0.68  # a generous average glyph width, in ems, of the sans fonts browsers pick
+Box = tuple[float, float, float, float]  # left, top, right, bottom
+
+
+def text_box(x: float, y: float, label: str, size: float = 11.0, anchor: str = "start"
+             ) -> Box:
+    """The box a one-line label with its baseline at `y` covers (estimated, generously)."""
+    width = CHAR_EM * size * len(label) + 2
+    left = {"start": x, "end": x - width, "middle": x - width / 2}[anchor]
+    return left, y - 0.85 * size - 1, left + width, y + 0.3 * size + 1
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 class Labels:
-    """Places text labels so that none covers another: a label moves down until it is free."""
+    """Places point labels so that none covers another label, a reserved text or a dot, and
+    each stays inside the data area: a label tries the spots beside its point, right then
+    left, above then below, moving a line further out each round."""
 
-    def __init__(self) -> None:
-        self.boxes: list[tuple[float, float, float]] = []
+    GAP = 7.0  # from the point's centre to the label's near edge
 
-    def free(self, x: float, y: float, label: str, height: float = 12.0) -> float:
-        width = 6.5 * len(label)
-        for _ in range(8):
-            if not any(x < bx + bw and bx < x + width and abs(y - by) < height
-                       for bx, by, bw in self.boxes):
-                break
-            y += height
-        self.boxes.append((x, y, width))
-        return y
+    def __init__(self, frame: Frame) -> None:
+        self.area: Box = (frame.x0 + 1, frame.y1 + 1, frame.x1 - 1, frame.y0 - 1)
+        self.boxes: list[Box] = []
+
+    def reserve(self, box: Box) -> None:
+        """Something drawn there already (a dot, a line's label) that labels must avoid."""
+        self.boxes.append(box)
+
+    def dot(self, x: float, y: float, r: float) -> None:
+        self.reserve((x - r, y - r, x + r, y + r))
+
+    def place(self, x: float, y: float, label: str, size: float = 11.0
+              ) -> tuple[float, float, str]:
+        """Where to write `label` for the point at (x, y): its x, baseline y and anchor."""
+        spots = list(self._spots(x, y, size))
+        for spot in spots:
+            box = text_box(*spot[:2], label, size, spot[2])
+            if self._inside(box) and not any(_overlap(box, b) for b in self.boxes):
+                self.boxes.append(box)
+                return spot
+        self.boxes.append(text_box(*spots[0][:2], label, size, spots[0][2]))
+        return spots[0]  # a crowd no spot clears: the nearest, as before
+
+    def _spots(self, x: float, y: float, size: float):  # -> Iterator[(x, y, anchor)]
+        line = 1.2 * size + 2
+        above, below = y - self.GAP + 1, y + self.GAP + 0.85 * size
+        for ring in range(16):
+            for base in (above - ring * line, below + ring * line):
+                yield x + self.GAP, base, "start"
+                yield x - self.GAP, base, "end"
+
+    def _inside(self, box: Box) -> bool:
+        return (box[0] >= self.area[0] and box[1] >= self.area[1]
+                and box[2] <= self.area[2] and box[3] <= self.area[3])
 
 
 def svg(plot: str, frame: Frame, title: str, body: Sequence[str]) -> str:

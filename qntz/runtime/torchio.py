@@ -58,7 +58,29 @@ def to_torch(feed: dict[str, np.ndarray], inputs: dict[str, InputSpec],
         else:
             args.append(tensor)
     ordered = {n: kwargs[n] for n in sorted(kwargs, key=params.index)}
-    return tuple(args), ordered
+    return as_schema_lists(model, tuple(args), ordered)
+
+
+def as_schema_lists(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    """A batch tensor passed as a list of its rows where a TorchScript forward declares
+    `List[Tensor]` (torchvision's detectors take a list of images): eager Python iterates
+    a batch tensor as it does a list, a scripted forward refuses anything but a list."""
+    schema = getattr(getattr(model, "forward", None), "schema", None)
+    if schema is None:
+        return args, kwargs
+    types = {a.name: a.type for a in schema.arguments[1:]}
+    names = [a.name for a in schema.arguments[1:]]
+
+    def listed(name: str | None, value: Any) -> Any:
+        wanted = types.get(name) if name else None
+        if isinstance(wanted, torch.ListType) and isinstance(value, torch.Tensor) and \
+                isinstance(wanted.getElementType(), torch.TensorType):
+            return list(value.unbind(0))
+        return value
+
+    positional = tuple(listed(names[i] if i < len(names) else None, a)
+                       for i, a in enumerate(args))
+    return positional, {n: listed(n, v) for n, v in kwargs.items()}
 
 
 def model_device(model: Any) -> Any:

@@ -71,6 +71,50 @@ class SmallConv(nn.Module):
         return self.head(torch.relu(self.conv(x)))
 
 
+class ListOfImages(nn.Module):
+    """Takes `List[Tensor]` of CHW images as torchvision's detectors do: eager iterates a
+    batch tensor as it does the list, a scripted forward takes only the list. Preflight must
+    call the scripted model with one (it said the scripted model "froze a value")."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, images: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([self.conv(image.unsqueeze(0))[0] for image in images])
+
+
+class LoopsOverImages(nn.Module):
+    """Loops over the batch in Python, as torchvision's detectors loop over their images:
+    the TorchScript exporter unrolls it at the capture's batch, dynamo cannot export it.
+    The onnx step's fix must say to give batch one size, not "try another opset"."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, images):
+        scores = []
+        for image in images:
+            y = self.conv(image.unsqueeze(0)).flatten()
+            kept = y[y > 0]  # a data-dependent count, as a detector's kept boxes
+            scores.append(kept.sum() if kept.numel() > 0 else y.sum())
+        return torch.stack(scores)
+
+
+class ReturnsDetections(nn.Module):
+    """Returns a list of dicts of tensors, one per image, as torchvision's detectors do:
+    torch.jit.trace cannot return that nesting; the ONNX exporter flattens it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return [{"boxes": row.flatten(1), "scores": row.amax((1, 2))} for row in y]
+
+
 def half_model():
     """float16 weights: INT8 calibration needs a float32 graph, and must say so."""
     return SmallConv().half()
