@@ -168,6 +168,8 @@ def _placed(model: Any, device: str | None, where: str) -> Any:
     """The model on `device` (None: where the factory put it)."""
     if device is None:
         return model
+    from qntz.runtime.torchio import cuda_problem
+
     if why := cuda_problem(device):
         import torch
 
@@ -177,19 +179,6 @@ def _placed(model: Any, device: str | None, where: str) -> Any:
                             "set `device: cpu`, or run where a GPU and a CUDA build of "
                             "torch are")
     return model.to(device)
-
-
-def cuda_problem(device: str) -> str | None:
-    """Why `device` (cpu, cuda, cuda:N) cannot be used here; None when it can."""
-    import torch
-
-    if not device.startswith("cuda"):
-        return None
-    if not torch.cuda.is_available():
-        return f"torch {torch.__version__} sees no CUDA device here"
-    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
-        return f"there are {torch.cuda.device_count()} CUDA devices here"
-    return None
 
 
 def _device_of(model: Any) -> str:

@@ -206,7 +206,7 @@ def _mark_missing(ctx: StepContext, report: dict[str, Any]) -> None:
 def _check_device(ctx: StepContext) -> None:
     device = ctx.params["device"]
     if device and device.startswith("cuda"):
-        from qntz.capture.load import cuda_problem
+        from qntz.runtime.torchio import cuda_problem
 
         if why := cuda_problem(device):
             raise ctx.fail(f"device: {device}, but {why}", hint="run where that GPU is, or "

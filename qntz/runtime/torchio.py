@@ -83,6 +83,17 @@ def as_schema_lists(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -
     return positional, {n: listed(n, v) for n, v in kwargs.items()}
 
 
+def cuda_problem(device: str) -> str | None:
+    """Why `device` (cpu, cuda, cuda:N) cannot be used here; None when it can."""
+    if not device.startswith("cuda"):
+        return None
+    if not torch.cuda.is_available():
+        return f"torch {torch.__version__} sees no CUDA device here"
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        return f"there are {torch.cuda.device_count()} CUDA devices here"
+    return None
+
+
 def model_device(model: Any) -> Any:
     """The accelerator a model's weights live on (its first parameter's or buffer's), where
     its inputs must go; None for the CPU, and for weights on `meta` (not computed on)."""
