@@ -67,6 +67,11 @@ def test_pipeline_with_plugin_step_runs_and_caches(ws, plugin_path: str) -> None
     assert {s["state"] for s in again["steps"]} == {"cached"}
     lock = json.loads((ws.root / "pipeline.lock.json").read_text())
     assert lock["steps"]["optimized"]["plugin"] == "qntz_ort_optimize==0.1.0"
+    report = qntz(ws.root, plugin_path, "report", "pipeline.yaml", "--json")
+    assert report.returncode == 0, report.stderr
+    page = Path(json.loads(report.stdout)["report"]).read_text()
+    assert "ONNX Runtime graph optimization" in page  # the plugin's own report_section
+    assert "extended fusions need" in page
 
 
 def test_pipeline_naming_a_missing_plugin_is_one_line(ws) -> None:

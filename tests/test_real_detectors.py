@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from tests.test_detection_faults import pipeline, summaries
+from test_detection_faults import pipeline, summaries
 
 IMAGES = "{shape: [1, 3, 16, 16]}"
 BATCH = "{shape: [batch, 3, 16, 16], dynamic: {batch: [1, 2, 4]}}"

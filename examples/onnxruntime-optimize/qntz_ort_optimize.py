@@ -9,9 +9,13 @@ needs ONNX Runtime to run.
 
 from __future__ import annotations
 
-from typing import Any
+from collections import Counter
+from typing import TYPE_CHECKING, Any
 
-from qntz.core.step import Step, StepContext
+from qntz.core.step import Section, Step, StepContext, Table
+
+if TYPE_CHECKING:
+    from qntz.core.cache import Artifact
 
 LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
 
@@ -41,5 +45,19 @@ class OrtOptimize(Step):
         options.optimized_model_filepath = str(target)
         ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
         before, after = onnx.load(str(source)).graph, onnx.load(str(target)).graph
+        ops = Counter(n.op_type for n in after.node) - Counter(n.op_type for n in before.node)
         return {"level": ctx.params["level"], "nodes_before": len(before.node),
-                "nodes": len(after.node)}
+                "nodes": len(after.node), "new_ops": dict(sorted(ops.items()))}
+
+    @classmethod
+    def report_section(cls, artifact: Artifact) -> Section:
+        summary = artifact.summary
+        new_ops = summary.get("new_ops") or {}
+        return Section(
+            title="ONNX Runtime graph optimization",
+            facts=[("level", summary.get("level")), ("nodes before", summary.get("nodes_before")),
+                   ("nodes after", summary.get("nodes"))],
+            tables=[Table(["operator", "added"], sorted(new_ops.items()),
+                          caption="operators the rewrite introduced")] if new_ops else [],
+            notes=["extended fusions need ONNX Runtime to run the model"]
+            if summary.get("level") == "extended" else [])

@@ -175,8 +175,7 @@ def _insert_implicit(spec: StepSpec, steps: dict[str, StepSpec],
 
     Each takes over the step's ONNX input; the step then consumes the last one added.
     """
-    hook = getattr(KINDS[spec.kind], "implicit_steps", None)
-    added = hook(spec, {**steps, spec.id: spec}, pipeline) if hook else []
+    added = KINDS[spec.kind].implicit_steps(spec, {**steps, spec.id: spec}, pipeline)
     for new_id, kind_name, given in added:
         source = next(n for n in reversed(spec.needs) if "onnx" in provided_by(steps[n]))
         kind = KINDS[kind_name]
@@ -221,7 +220,7 @@ def _check_graph(pipeline: Pipeline) -> None:
 def _check_step_inputs(pipeline: Pipeline) -> None:
     for sid, spec in pipeline.steps.items():
         kind = KINDS[spec.kind]
-        wanted = getattr(kind, "consumes", ())
+        wanted = kind.consumes
         if not wanted:
             continue
         offered = {p for need in spec.needs for p in provided_by(pipeline.steps[need])}
@@ -235,9 +234,7 @@ def _check_step_inputs(pipeline: Pipeline) -> None:
 
 
 def provided_by(spec: StepSpec) -> tuple[str, ...]:
-    kind = KINDS[spec.kind]
-    provides_for = getattr(kind, "provides_for", None)
-    return tuple(provides_for(spec.params)) if provides_for else kind.provides
+    return tuple(KINDS[spec.kind].provides_for(spec.params))
 
 
 def _check_schema(value: Any, schema: dict[str, Any], path: Path,

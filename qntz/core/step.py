@@ -1,14 +1,33 @@
 """What every step kind is: parameters with a schema, a version, and one `run`.
 
 This is the step API (version 1, `qntz.core.registry.STEP_API_VERSION`), the same for
-qntz's own kinds and for plugins, which register a `Step` subclass under the `qntz.steps`
-entry-point group (see `examples/onnxruntime-optimize`). A kind declares the API version
-it was written for in `api_version`; qntz refuses a kind written for a newer one.
+qntz's own kinds and for plugins, and all of it is in this module: a plugin author needs
+no other qntz file. A plugin is a distribution that registers a `Step` subclass under the
+`qntz.steps` entry-point group, named by its kind:
+
+    [project.entry-points."qntz.steps"]
+    my-kind = "my_package:MyKind"
+
+(`examples/onnxruntime-optimize` is one.) In-process, e.g. in a notebook or a test,
+`qntz.core.registry.override(steps={"my-kind": MyKind})` registers it for a block. A
+kind declares the API version it was written for in `api_version`; qntz refuses a kind
+written for a newer one.
+
+What a kind declares, and what qntz does with it:
+- `params`, `required`: the YAML it accepts (validated before anything runs);
+- `consumes`: what it needs among its inputs ("onnx", "torchscript", "exported_program",
+  "engine", "eager", "model"); a pipeline whose `needs` provide none of them is refused;
+- `provides` (or `provides_for(params)`): what its output is, so that later steps can
+  consume it; a step that provides "onnx" writes `model.onnx` (and any external data
+  beside it) into `ctx.out`, and `compare` then checks it like any candidate;
+- `version`, `libraries`, `key_extras`: what its cache key is made of;
+- `run(ctx)`: the work, returning the summary (its keys qntz reads: `Step.run`);
+- `describe`, `details`, `report_section`: what the terminal and `report.html` show.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -52,7 +71,22 @@ class Step:
     required: ClassVar[tuple[str, ...]] = ()
     libraries: ClassVar[tuple[str, ...]] = ()
     consumes_model: ClassVar[bool] = False
+    consumes: ClassVar[tuple[str, ...]] = ()
     provides: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def provides_for(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        """What a step with these parameters (defaults filled in) provides; by default
+        `provides`. A run may narrow it through its summary's `provides`."""
+        return cls.provides
+
+    @classmethod
+    def implicit_steps(cls, step: StepSpec, steps: dict[str, StepSpec],
+                       pipeline: Pipeline) -> list[tuple[str, str, dict[str, Any]]]:
+        """Steps this one needs the pipeline to hold before it, as (id, kind, params): each
+        takes over the step's ONNX input in turn (the fp16 conversion a TensorRT fp16
+        build adds). By default none."""
+        return []
 
     @classmethod
     def schema(cls) -> dict[str, Any]:
@@ -113,8 +147,48 @@ class Step:
         text), e.g. compare's table of candidates."""
         return []
 
+    @classmethod
+    def report_section(cls, artifact: Artifact) -> Section | None:
+        """This kind's section of `report.html` for the entry a run made (`artifact.summary`:
+        what `run` returned; `artifact.file(name)`: a file it wrote), or None for none."""
+        return None
+
     def run(self, ctx: StepContext) -> dict[str, Any]:
+        """Do the work: read `ctx`, write files into `ctx.out`, return the summary.
+
+        The summary is a JSON-able dict, stored with the entry and shown by `--json` and
+        `describe`. Keys qntz itself reads (all optional; the runner adds `seconds`):
+        - `volatile`: names of output files holding wall-clock figures (latencies, build
+          times): stored and laid out like the others, kept out of the digest that
+          downstream keys and the lock file use;
+        - `provides`: what this run's output is, where it narrows `provides_for`;
+        - `failed` (a message) and `fix` (its hint): the step ran and found the conversion
+          wrong; the entry is cached, yet the step counts as failed with that line;
+        - `figures`: deterministic figures (accuracy, never wall-clock) the lock file
+          records, so a diff of it shows them change;
+        - `warnings`: lines the default `describe` shows.
+        """
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of a report section; every cell is shown as text (escaped)."""
+
+    headers: Sequence[str]
+    rows: Sequence[Sequence[Any]]
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    """A kind's part of `report.html`: a title, name-value facts, tables and notes, all
+    shown as text (the report escapes them; a kind writes no HTML)."""
+
+    title: str
+    facts: Sequence[tuple[str, Any]] = ()
+    tables: Sequence[Table] = ()
+    notes: Sequence[str] = ()
 
 
 RESOURCES_SCHEMA: dict[str, Any] = {

@@ -95,6 +95,7 @@ def lay_out(files: dict[str, Path], target: Path, base: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     aside = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.new")
     try:
+        aside.mkdir()  # an entry may hold no file (a step that found the conversion wrong)
         for name, source in files.items():
             dest = inside(aside, aside / name)
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""The report's parts for preflight, quantize and tensorrt steps."""
+"""The report's parts for preflight, quantize and tensorrt steps, and for any other kind's
+`Step.report_section`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import qntz.report.plots as plots
-from qntz.report.blocks import badge, code, facts, figure, note, table
+from qntz.report.blocks import badge, code, facts, figure, heading, note, table
 from qntz.report.svg import esc, finite, num
 
 VERDICT_KIND = {"ok": "ok", "risky": "warn", "fails": "bad"}
@@ -118,3 +119,15 @@ def tensorrt(section: dict[str, Any]) -> list[str]:
                         [[code(r.get("name", "?")), badge("not run", "warn"),
                           r.get("reason")] for r in not_run], cls="not-run-rows")]
     return parts
+
+
+def kind_section(section: dict[str, Any]) -> list[str]:
+    """A kind's own section (`Step.report_section`), every value shown as text."""
+    out = [heading(3, section.get("title") or "details"),
+           facts([(str(k), v) for k, v in section.get("facts") or []])]
+    for part in section.get("tables") or []:
+        out.append(table(part.get("headers") or [], part.get("rows") or []))
+        if part.get("caption"):
+            out.append(note(part["caption"]))
+    out += [note(text) for text in section.get("notes") or []]
+    return out

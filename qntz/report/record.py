@@ -79,6 +79,8 @@ def _step(pipeline: Any, spec: Any, artifact: Artifact | None, ran: dict[str, An
         part = PARTS.get(spec.kind)
         if part is not None:
             step[part[0]] = part[1](artifact, pipeline)
+        elif (section := _kind_section(spec.kind, artifact)) is not None:
+            step["section"] = section
     elif ran.get("details") and spec.kind in FAILED_PARTS:  # what it found before failing
         step[spec.kind] = FAILED_PARTS[spec.kind](ran["details"], spec.params)
     return step
@@ -131,6 +133,33 @@ FAILED_PARTS = {"quantize": lambda details, params: parts.quantize(
     {**details, "failed": True}, params, [])}
 PARTS = {"compare": ("compare", _compare), "preflight": ("preflight", _preflight),
          "quantize": ("quantize", _quantize), "tensorrt": ("tensorrt", _tensorrt)}
+
+
+def _kind_section(kind_name: str, artifact: Artifact) -> dict[str, Any] | None:
+    """The section a kind (a plugin's, mostly) draws of its entry through
+    `Step.report_section`, as plain data; a kind whose hook raises gets a note saying so."""
+    from qntz.core.registry import KINDS
+
+    kind = KINDS.get(kind_name)
+    if kind is None:
+        return None
+    try:
+        section = kind.report_section(artifact)
+    except Exception as exc:  # a plugin's bug costs its section, not the user's report
+        return {"title": kind_name, "facts": [], "tables": [],
+                "notes": [f"{kind_name}.report_section raised {type(exc).__name__}: {exc}"]}
+    if section is None:
+        return None
+    return {"title": str(section.title),
+            "facts": [[str(name), _plain(value)] for name, value in section.facts],
+            "tables": [{"headers": [str(h) for h in t.headers],
+                        "rows": [[_plain(v) for v in row] for row in t.rows],
+                        "caption": str(t.caption)} for t in section.tables],
+            "notes": [str(n) for n in section.notes]}
+
+
+def _plain(value: Any) -> Any:
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
 
 
 def _not_run_engines(steps: list[dict[str, Any]], artifacts: Mapping[str, Artifact]) -> None:

@@ -51,7 +51,11 @@ The run record (format ``"report": 1``); optional keys may be absent or None::
          "tensorrt": {
            "precision": "fp16", "runtime": "tensorrt-rtx 1.2", "engine_bytes": 1234567,
            "build_seconds": 12.5, "layers_by_precision": {"fp16": 17, "fp32": 2},
-           "not_run": [{"name": "compare/engine", "reason": "no GPU"}]}}
+           "not_run": [{"name": "compare/engine", "reason": "no GPU"}]},
+         "section": {                           # any other kind's `Step.report_section`
+           "title": "ORT graph optimization", "facts": [["nodes removed", 12]],
+           "tables": [{"headers": ["op", "count"], "rows": [["Gelu", 4]], "caption": ""}],
+           "notes": ["free text"]}}
       ]
     }
 """
@@ -69,7 +73,8 @@ from qntz.report.svg import esc, num
 
 FORMAT = 1
 DOMAINS = (("preflight", domains.preflight), ("quantize", domains.quantize),
-           ("tensorrt", domains.tensorrt), ("compare", compare.section))
+           ("tensorrt", domains.tensorrt), ("compare", compare.section),
+           ("section", domains.kind_section))
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 STATE_KIND = {"cached": "neutral", "ran": "ok", "failed": "bad", "skipped": "neutral",
               "not run": "warn"}
