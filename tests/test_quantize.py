@@ -372,21 +372,21 @@ def test_top1_on_generated_data_gates_only_when_written(ws):
 
 
 def test_a_budget_met_only_by_a_mostly_float_model_says_so(ws):
-    """FragileNet per tensor: a cosine drop of 1e-5 needs most candidates float; the step
+    """FragileNet per tensor: a cosine drop of 3e-5 needs most candidates float; the step
     passes and warns, with FP16's drop on the same rows beside it."""
     save_calib(ws)
     ws.pipeline(pipeline_text("models.fragile:FragileNet", """
     capture: {uses: trace}
     onnx: {}
-    int8: {uses: quantize, data: calib, per_channel: false, max_drop: 1e-5}
+    int8: {uses: quantize, data: calib, per_channel: false, max_drop: 3e-5}
     """, extra=CALIB))
     result = run_ok(ws)
     int8 = summary(ws, "int8")
     chosen = next(p for p in int8["budget_search"] if p["chosen"])
-    assert chosen["drop"] <= 1e-5
+    assert chosen["drop"] <= 3e-5
     assert chosen["candidates_float"] > 13 // 2, int8["budget_search"]
     assert "is met only with" in int8["warnings"][0] and "FP16 drops" in int8["warnings"][0]
-    assert "warning: max_drop 1e-05 is met only with" in result.out
+    assert "warning: max_drop 3e-05 is met only with" in result.out
 
 
 def tied_onnx(path) -> None:

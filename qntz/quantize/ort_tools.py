@@ -326,6 +326,7 @@ def quantize_int8(source: Path, target: Path, recipe: Recipe, params: dict[str, 
     common = {"op_types_to_quantize": recipe.op_types, "nodes_to_quantize": recipe.nodes,
               "nodes_to_exclude": recipe.exclude_nodes or None,
               "per_channel": recipe.per_channel, "weight_type": QuantType.QInt8,
+              "reduce_range": params["reduce_range"] and params["target"] == "onnxruntime",
               # past the threshold ORT writes `<target>.data` beside the target
               "use_external_data_format": _written_bytes(source) > external_data_threshold()}
     with quiet(""):
