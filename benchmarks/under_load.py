@@ -85,8 +85,8 @@ def int8_speedups(hog_count: int) -> bool:
     for index in range(2):
         with hogs(hog_count):
             work = fresh_run("quickstart.yaml", None)
-        report = json.loads((work / "out" / "quickstart" / "check" / "report.json").read_text())
-        row = next(c for c in report["candidates"] if c["id"] == "int8")
+        latency = json.loads((work / "out" / "quickstart" / "check" / "latency.json").read_text())
+        row = latency["candidates"]["int8"]
         low, high = row.get("speedup_vs_source_range") or (None, None)
         medians.append(row["speedup_vs_source"])
         print(f"run {index + 1} ({hog_count} hogs): int8 {row['speedup_vs_source']:.2f}x over "
