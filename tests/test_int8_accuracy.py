@@ -30,7 +30,8 @@ def quantized(tmp_path: Path, feeds: list) -> tuple[Path, Path]:
     source, target = tmp_path / "float.onnx", tmp_path / "int8.onnx"
     depthwise_model(source)
     recipe = Recipe("static", True, "uint8", False, True, None, None)
-    quantize_int8(source, target, recipe, {"method": "minmax", "percentile": 99.999}, feeds,
+    quantize_int8(source, target, recipe, {"method": "minmax", "percentile": 99.999,
+                                           "reduce_range": True, "target": "onnxruntime"}, feeds,
                   tmp_path / "calibration.json")
     return source, target
 
