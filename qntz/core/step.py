@@ -21,6 +21,12 @@ What a kind declares, and what qntz does with it:
   consume it; a step that provides "onnx" writes `model.onnx` (and any external data
   beside it) into `ctx.out`, and `compare` then checks it like any candidate;
 - `version`, `libraries`, `key_extras`: what its cache key is made of;
+- `check`: refusals before anything runs (raise `qntz.core.errors.PipelineError(message,
+  where=pipeline.where(*step.at), hint=...)`);
+- `consumes_model`, `build_model`: a kind that takes the live model from `load`;
+- `resources`: what it asks of a node under `--executor ray` (not in the key);
+- `implicit_steps`: steps it needs the pipeline to hold before it;
+- `runs_without`: whether it still runs when some needs failed (compare does);
 - `run(ctx)`: the work, returning the summary (its keys qntz reads: `Step.run`);
 - `describe`, `details`, `report_section`: what the terminal and `report.html` show.
 """
