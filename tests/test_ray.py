@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_compare_missing import FAILING_INT8
 
 from conftest import REPO, pipeline_text
 
@@ -364,6 +365,25 @@ def test_a_step_cached_on_a_node_but_not_on_the_remote_is_pushed(tmp_path, clust
     assert remote_view(tmp_path / "r2") == remote_view(tmp_path / "r1")
     assert second.with_name("p.lock.json").read_text() == \
         first.with_name("p.lock.json").read_text()
+
+
+def test_a_failed_candidate_leaves_compare_judging_the_others(tmp_path, cluster):
+    """As in a local run: int8 fails on the cluster, compare still judges onnx and fp16,
+    marks int8 not built, and records the same lock as a local run."""
+    pipeline = project(tmp_path / "a", FAILING_INT8)
+    done = qntz(pipeline.parent, "run", pipeline, "--executor", "ray", "--address",
+                cluster.address, "--json", env={"QNTZ_REMOTE": str(tmp_path / "remote")})
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    steps = {s["id"]: s for s in report["steps"]}
+    assert steps["int8"]["state"] == "failed" and steps["compare"]["state"] == "failed"
+    assert report["placement"]["compare"]["state"] != "skipped"
+    statuses = {c["id"]: c["status"] for c in steps["compare"]["summary"]["candidates"]}
+    assert statuses == {"onnx": "pass", "int8": "not built", "fp16": "pass"}
+    local = project(tmp_path / "b", FAILING_INT8)
+    assert qntz(local.parent, "run", local, env={}).returncode == 1
+    assert pipeline.with_name("p.lock.json").read_text() == \
+        local.with_name("p.lock.json").read_text()
 
 
 @pytest.mark.slow
