@@ -6,10 +6,10 @@ from typing import Any
 
 from rich.markup import escape
 
+from qntz.core.states import style
+
 SHORT = {"torchscript": "TorchScript", "exported_program": "ExportedProgram", "onnx": "ONNX",
          "engine": "TensorRT"}
-STYLE = {"pass": "green", "fail": "red", "error": "red", "not run": "yellow",
-         "not built": "red"}
 COLUMNS = ("candidate", "artifact", "status", "max abs", "cos min", "top-1", "ms", "×ref",
            "×float src")
 FIGURES = ("max abs", "cos min", "top-1", "ms", "×ref", "×float src")
@@ -52,7 +52,7 @@ def _row(c: dict[str, Any]) -> list[str]:
     lat = c.get("latency_ms")
     status = c["status"]
     return [c["id"], SHORT.get(c["artifact"], c["artifact"]),
-            f"[{STYLE[c['status']]}]{escape(status)}[/]",
+            f"[{style(c['status'])}]{escape(status)}[/]",
             "—" if c.get("max_abs") is None else f"{c['max_abs']:.2g}",
             "—" if c.get("cosine_min") is None else f"{c['cosine_min']:.5f}",
             "—" if c.get("top1") is None else f"{c['top1']:.1%}",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from qntz.core.states import mark
+
 TIMING = ("latency_ms", "speedup", "speedup_range", "speedup_wide", "speedup_vs_source",
           "speedup_vs_source_range", "speedup_vs_source_wide", "not_faster_than_source",
           "size_latency_ms")
-MARK = {"pass": "✅ pass", "fail": "❌ FAIL", "error": "❌ ERROR", "not run": "⚠️ not run",
-        "not built": "❌ not built"}
 
 
 def _num(value: Any, fmt: str = ".3g") -> str:
@@ -77,7 +77,7 @@ def markdown(report: dict[str, Any], name: str) -> str:
         outs = c.get("outputs") or []
         max_rel = max((o["max_rel"] for o in outs), default=None)
         lines.append(
-            f"| `{c['id']}` | {c['artifact']} | {MARK[c['status']]} | {_num(c.get('max_abs'))} | "
+            f"| `{c['id']}` | {c['artifact']} | {mark(c['status'])} | {_num(c.get('max_abs'))} | "
             f"{_num(max_rel)} | {_num(c.get('cosine_min'), '.6f')} | {_pct(c.get('top1'))} | "
             f"{_latency(c.get('latency_ms'))} | {speed(c)} | {_vs_source(c)} |")
     lines += _timing_notes(report)

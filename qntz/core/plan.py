@@ -11,6 +11,7 @@ from qntz.core.hashing import FileDigests, canonical_json, digest_value, library
 from qntz.core.pipeline import provided_by
 from qntz.core.registry import KINDS, provider
 from qntz.core.spec import Pipeline, StepSpec
+from qntz.core.states import PlanState
 
 FORMAT = 1
 
@@ -19,7 +20,7 @@ FORMAT = 1
 class StepState:
     id: str
     kind: str
-    state: str  # cached | stale | pending (after a stale step: re-runs if its inputs change)
+    state: PlanState  # pending: after a stale step, re-runs if its inputs change
     reason: str
     key: str | None = None
 

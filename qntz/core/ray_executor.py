@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from qntz.core.errors import PipelineError
+from qntz.core.states import DONE
 
 EXCLUDES = [".qntz/cache", "out", ".git", ".venv", "__pycache__", "*.lock.json"]
 MAX_RETRIES = 2  # Ray's own retries of a task whose worker or node was lost
 RESUBMITS = 2  # then rounds of submitting again what is still unsettled
-DONE = ("ran", "cached", "pulled")
 
 
 def build_step(pipeline: str, step_id: str, *after: dict[str, Any]) -> dict[str, Any]:

@@ -7,15 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from qntz.core.errors import QntzError
+from qntz.core.states import DONE, RunState
 
 
 @dataclass(frozen=True)
 class StepOutcome:
-    """One step of a run: `state` is ran, cached, failed or skipped."""
+    """One step of a run: `state` is ran, cached, pulled (from the remote cache), failed or
+    skipped."""
 
     id: str
     kind: str
-    state: str
+    state: RunState
     seconds: float
     reason: str
     key: str | None
@@ -25,7 +27,7 @@ class StepOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.state in ("ran", "cached", "pulled")
+        return self.state in DONE
 
     def as_dict(self) -> dict[str, Any]:
         """What `qntz run --json` prints for the step."""

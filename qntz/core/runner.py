@@ -33,6 +33,7 @@ from qntz.core.plan import StepState, key_record, plan, record_key
 from qntz.core.registry import KINDS
 from qntz.core.remote import RemoteLink
 from qntz.core.spec import Pipeline
+from qntz.core.states import RunState
 from qntz.core.step import StepContext
 from qntz.core.workspace import Workspace, inside, lay_out, same_file
 
@@ -50,7 +51,7 @@ class Reporter(Protocol):
 class StepResult:
     id: str
     kind: str
-    state: str  # cached | pulled (from the remote cache) | ran | failed | skipped
+    state: RunState
     seconds: float = 0.0
     reason: str = ""
     error: QntzError | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-MARK = {"ok": "✅ ok", "risky": "⚠️ risky", "fails": "❌ fails"}
+from qntz.core.states import mark
 
 
 def markdown(report: dict[str, Any], name: str) -> str:
@@ -21,7 +21,7 @@ def markdown(report: dict[str, Any], name: str) -> str:
         "",
         "| method | verdict |",
         "|---|---|",
-        *[f"| {m} | {MARK[v]} |" for m, v in report["verdicts"].items()],
+        *[f"| {m} | {mark(v)} |" for m, v in report["verdicts"].items()],
         "",
         f"{report['counts']['error']} error(s), {report['counts']['warning']} warning(s); "
         f"ONNX checked at opset {report['opset']}.",

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from qntz.core.states import tone
 from qntz.report.svg import esc
-
-STATUS_KIND = {"pass": "ok", "fail": "bad", "error": "bad", "not run": "warn", "not built": "bad"}
 
 
 class Markup(str):
@@ -37,7 +36,7 @@ def badge(label: Any, kind: Any = None) -> Markup:
 
 def passed_badge(passed: Any, status: Any = None) -> Markup:
     if status:
-        return badge(status, STATUS_KIND.get(str(status), "neutral"))
+        return badge(status, tone(status))
     if passed is None:
         return badge("not run", "warn")
     return badge("pass", "ok") if passed else badge("FAIL", "bad")

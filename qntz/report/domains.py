@@ -8,11 +8,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import qntz.report.plots as plots
+from qntz.core.states import tone
 from qntz.report.blocks import badge, code, facts, figure, heading, note, table
 from qntz.report.svg import esc, finite, num
 
-VERDICT_KIND = {"ok": "ok", "risky": "warn", "fails": "bad"}
-SEVERITY_KIND = {"error": "bad", "warning": "warn", "info": "neutral"}
 ACTIONS = ("quantized", "fused", "float")
 
 
@@ -35,7 +34,7 @@ def excerpt(found: dict[str, Any]) -> str:
 def _finding(found: dict[str, Any]) -> str:
     where = f"{found['file']}:{found.get('line', '?')}" if found.get("file") else "—"
     severity = str(found.get("severity", "info"))
-    head = (f'<div class="finding">{badge(severity, SEVERITY_KIND.get(severity, "neutral"))} '
+    head = (f'<div class="finding">{badge(severity, tone(severity))} '
             f"{code(found.get('rule', '?'))} <span class=\"where\">{esc(where)}</span>")
     methods = found.get("methods") or []
     if methods:
@@ -48,7 +47,7 @@ def _finding(found: dict[str, Any]) -> str:
 
 def preflight(section: dict[str, Any]) -> list[str]:
     verdicts = section.get("verdicts") or {}
-    rows = [[code(m), badge(v, VERDICT_KIND.get(str(v), "neutral"))]
+    rows = [[code(m), badge(v, tone(v))]
             for m, v in sorted(verdicts.items())]
     parts = [facts([("recommendation", code(section["recommendation"])
                      if section.get("recommendation") else "none is safe")])]

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from qntz.core.states import passed
+
 EXCERPT_LINES = 3  # source lines shown before and after a finding's line
-PASSED = {"pass": True, "fail": False, "error": False, "not built": False}
 
 
 def _median(latency: Any) -> float | None:
@@ -47,7 +48,7 @@ def _divergence(found: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def candidate(row: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
     metric, value, tolerance = _decider(row)
-    return {"name": row["id"], "status": row["status"], "passed": PASSED.get(row["status"]),
+    return {"name": row["id"], "status": row["status"], "passed": passed(row["status"]),
             "reason": row.get("reason") or None, "metric": metric, "value": value,
             "tolerance": tolerance, "latency_ms": _median(timing.get("latency_ms")),
             "speedup": timing.get("speedup"), "speedup_range": timing.get("speedup_range"),
