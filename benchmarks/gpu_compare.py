@@ -7,9 +7,10 @@ Builds the scale benchmark's GPT-2 (random weights from a config; `input_ids` an
 transformers' GPT-2 specializes a dynamic one, "Constraints violated (seq)") and runs one
 pipeline per device in its own project: `model: {device: D}`, capture by torch.export,
 ONNX opset 18, INT8 of the ONNX, and compare of all three (the ExportedProgram runs on D;
-the ONNX candidates on ONNX Runtime's CPU provider unless `--provider cuda`, which needs
-onnxruntime-gpu). Prints each step's seconds and each candidate's verdict per device, and
-the compare wall ratio. Needs a CUDA build of torch and a GPU for `cuda`.
+the ONNX candidates on ONNX Runtime's CPU provider, and on a GPU device's runs on
+`--provider cuda` when given, which needs onnxruntime-gpu). Prints each step's seconds and
+each candidate's verdict per device, and the compare wall ratio. Needs a CUDA build of
+torch and a GPU for `cuda`.
 """
 
 from __future__ import annotations
@@ -97,9 +98,10 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="qntz-gpu-compare-") as tmp:
         for device in args.devices:
-            results[device] = run_one(args.size, device, args.provider, args.seq,
+            provider = "cpu" if device == "cpu" else args.provider  # as a CPU box would
+            results[device] = run_one(args.size, device, provider, args.seq,
                                       not args.no_int8, Path(tmp))
-    print(f"GPT-2 {args.size}, ONNX Runtime provider {args.provider}")
+    print(f"GPT-2 {args.size}, ONNX Runtime provider cpu, and {args.provider} on a GPU")
     for device, r in results.items():
         steps = ", ".join(f"{k} {v:.1f}s" for k, v in r["seconds"].items())
         print(f"  device {device}: exit {r['rc']}; {steps}; verdicts {r['verdicts']}")

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import pipeline_text
+from conftest import pipeline_text, transformer_pipeline
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
@@ -110,3 +110,25 @@ def test_a_tensor_made_from_the_input_follows_it_to_the_other_device(ws):
     done, found = _preflight_and_compare(ws, "models.frozen:FromInput", "cpu", "cuda")
     assert done.code == 0, done.err
     assert found == []
+
+
+def _ort_has_cuda() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+@pytest.mark.skipif(not _ort_has_cuda(), reason="needs onnxruntime-gpu (CUDAExecutionProvider)")
+def test_float_onnx_on_onnx_runtimes_cuda_provider_meets_float_tolerances(ws):
+    """ONNX Runtime's CUDA provider runs MatMuls in TF32 unless told not to: the float ONNX
+    of a transformer then misses atol 1e-4 against a reference run with TF32 off."""
+    text = transformer_pipeline("compare: {needs: [capture, onnx], provider: cuda}")
+    path = ws.pipeline(text.replace("kwargs: {}", "").replace(
+        "factory: models.clean:TinyTransformer}",
+        "factory: models.clean:TinyTransformer, kwargs: {dim: 256}, device: cuda}"))
+    done = ws.qntz("run", path)
+    assert done.code == 0, done.err
+    report = json.loads((ws.root / "out" / "t" / "compare" / "report.json").read_text())
+    assert report["provider"] == "cuda"
+    rows = {c["id"]: c for c in report["candidates"]}
+    assert rows["onnx"]["status"] == "pass" and rows["onnx"]["max_abs"] < 1e-4

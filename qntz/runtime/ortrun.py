@@ -37,7 +37,21 @@ def session(model: Path | bytes, threads: int = 0) -> Any:
     if threads:
         options.intra_op_num_threads = threads
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=PROVIDERS[PROVIDER.get()])
+    name = PROVIDER.get()
+    sess = ort.InferenceSession(source, options, providers=_with_options(PROVIDERS[name]))
+    if PROVIDERS[name][0] not in sess.get_providers():
+        raise RuntimeError(f"ONNX Runtime could not start its {PROVIDERS[name][0]} (it fell "
+                           f"back to {', '.join(sess.get_providers())}): its CUDA libraries "
+                           "did not load; set `provider: cpu`, or install the CUDA libraries "
+                           "onnxruntime-gpu needs")
+    return sess
+
+
+def _with_options(providers: list[str]) -> list[Any]:
+    """TF32 off on CUDA (ONNX Runtime turns it on by default): float candidates are held to
+    float tolerances against a reference that runs with TF32 off too, and TF32 MatMuls miss
+    them by 1e-3 on a transformer."""
+    return [(p, {"use_tf32": "0"}) if p == "CUDAExecutionProvider" else p for p in providers]
 
 
 def run(sess: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
