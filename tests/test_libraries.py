@@ -13,6 +13,7 @@ import subprocess
 import sys
 import sysconfig
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -147,7 +148,7 @@ def toolchain(extras: dict) -> set[str]:
 def imported(modules: dict[str, str | None], root: Path) -> set[str]:
     """Distributions of the imported modules, less the standard library, qntz and the
     pipeline's own model code (the load step fingerprints that)."""
-    owners = metadata.packages_distributions()
+    owners = _packages_distributions()
     by_file = _files_by_owner()
     stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
     found: set[str] = set()
@@ -168,6 +169,12 @@ def imported(modules: dict[str, str | None], root: Path) -> set[str]:
     return found - {"qntz"}
 
 
+@cache
+def _packages_distributions() -> dict[str, list[str]]:
+    return metadata.packages_distributions()
+
+
+@cache
 def _files_by_owner() -> dict[Path, str]:
     """Every installed file and the distribution whose RECORD lists it."""
     owners: dict[Path, str] = {}
