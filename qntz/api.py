@@ -74,13 +74,14 @@ def cache(action: str, console: Any = None, dry_run: bool = False) -> Any:
     return cache_admin.clear(workspace)
 
 
-def session(pipeline: Any, remote: bool = True) -> Any:
+def session(pipeline: Any, remote: bool = True, may_build: Any = None) -> Any:
     """The pipeline's session in its project (cache and outputs under the project root,
-    the remote cache its config names unless `remote` is False)."""
+    the remote cache its config names unless `remote` is False; `may_build(step_id)`:
+    whether it may execute that step, default all, else the step comes from a cache)."""
     from qntz.core.runner import open_session
 
     return open_session(pipeline if hasattr(pipeline, "steps") else load_pipeline(pipeline),
-                        remote)
+                        remote, may_build)
 
 
 def run(pipeline: str | Path | Any, steps: list[str] | None = None, jobs: int = 1,
@@ -155,8 +156,8 @@ def pull(pipeline: str | Path | Any, steps: list[str] | None = None) -> dict[str
         if current.cache.lookup(sid, step["key"])[0] is not None:
             done[sid] = "already here"
             continue
-        with current.cache.locked(step["key"]):
-            pulled = _guarded(remote.pull, current.cache, sid, step["key"])
+        with current.cache.locked(step["key"]) as held:
+            pulled = _guarded(remote.pull, held, sid)
         done[sid] = "pulled" if pulled else "not on the remote"
     current.digests.save()
     return done

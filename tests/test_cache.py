@@ -39,9 +39,10 @@ def test_file_digest_survives_touch_and_sees_edits(tmp_path):
 
 def test_commit_is_atomic_and_lookup_verifies(tmp_path):
     cache = Cache(tmp_path / "c", FileDigests())
-    work = cache.workspace("a" * 64)
-    (work / "out" / "model.onnx").write_bytes(b"x" * 100)
-    artifact = cache.commit("s", "a" * 64, work, ["onnx"], {}, {})
+    with cache.locked("a" * 64) as held:  # a build's folder is made under its lock
+        work = cache.workspace("a" * 64)
+        (work / "out" / "model.onnx").write_bytes(b"x" * 100)
+        artifact = held.commit("s", work, ["onnx"], {}, {})
     assert not work.exists() and artifact.file("model.onnx").read_bytes() == b"x" * 100
     found, problem = cache.lookup("s", "a" * 64)
     assert found is not None and problem is None
@@ -91,9 +92,10 @@ def test_failed_step_leaves_no_entry(ws):
 def test_committed_files_are_not_read_again(tmp_path, monkeypatch):
     digests = FileDigests()
     cache = Cache(tmp_path / "c", digests)
-    work = cache.workspace("c" * 64)
-    (work / "out" / "model.onnx").write_bytes(b"z" * 1000)
-    cache.commit("s", "c" * 64, work, ["onnx"], {}, {})
+    with cache.locked("c" * 64) as held:  # a build's folder is made under its lock
+        work = cache.workspace("c" * 64)
+        (work / "out" / "model.onnx").write_bytes(b"z" * 1000)
+        held.commit("s", work, ["onnx"], {}, {})
     reads = []
     monkeypatch.setattr(FileDigests, "_read", staticmethod(lambda path: reads.append(path)))
     found, _ = cache.lookup("s", "c" * 64)

@@ -227,14 +227,15 @@ def test_a_lock_key_that_is_a_path_never_leaves_the_project(ws, tmp_path):
 
 
 def test_the_remote_refuses_keys_and_digests_that_are_not_hex(tmp_path):
-    from qntz.core.cache import Artifact, Cache
+    from qntz.core.cache import Artifact, Cache, Held
     from qntz.core.hashing import FileDigests, digest_value
     from qntz.core.remote import Remote, RemoteUnavailable
 
     remote = Remote(str(tmp_path / "remote" / "shared"))
     cache = Cache(tmp_path / "cache", FileDigests(tmp_path / "digests.json"))
     assert remote.manifest("../../../escape/k") is None
-    assert remote.pull(cache, "capture", "../../escape/k") is None
+    # a key that is no key cannot be locked: handed to the remote as if held, it is refused
+    assert remote.pull(Held(cache, "../../escape/k"), "capture") is None
     key, lying = "a" * 64, "../../../../escape/blob"
     (tmp_path / "escape").mkdir()
     (tmp_path / "escape" / "blob").write_text("a file outside the remote")
@@ -243,7 +244,7 @@ def test_the_remote_refuses_keys_and_digests_that_are_not_hex(tmp_path):
     entry = tmp_path / "remote" / "shared" / "entries" / key[:2] / f"{key}.json"
     entry.parent.mkdir(parents=True)
     entry.write_text(json.dumps(manifest))
-    assert remote.manifest(key) is None and remote.pull(cache, "capture", key) is None
+    assert remote.manifest(key) is None and remote.pull(Held(cache, key), "capture") is None
     with pytest.raises(RemoteUnavailable, match="malformed"):
         remote._blob(lying)
     built = tmp_path / "entry"

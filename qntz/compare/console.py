@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.markup import escape
 
+from qntz.compare.row import CandidateRow
 from qntz.core.states import style
 
 SHORT = {"torchscript": "TorchScript", "exported_program": "ExportedProgram", "onnx": "ONNX",
@@ -41,14 +42,14 @@ def candidates_table(step_id: str, s: dict[str, Any]) -> Any:
     return table
 
 
-def _note(candidates: list[dict[str, Any]], status: str) -> str:
+def _note(candidates: list[CandidateRow], status: str) -> str:
     """`not run: engine: no GPU here` under the table, for the rows of `status`."""
     notes = [f"{c['id']}: {c['reason'].split(f' {status}: ', 1)[-1]}" for c in candidates
              if c["status"] == status]
     return f"{status}: " + "; ".join(notes) if notes else ""
 
 
-def _row(c: dict[str, Any]) -> list[str]:
+def _row(c: CandidateRow) -> list[str]:
     lat = c.get("latency_ms")
     status = c["status"]
     return [c["id"], SHORT.get(c["artifact"], c["artifact"]),
@@ -60,14 +61,14 @@ def _row(c: dict[str, Any]) -> list[str]:
             _speed(c, "speedup"), _vs_source(c)]
 
 
-def _speed(c: dict[str, Any], key: str) -> str:
+def _speed(c: CandidateRow, key: str) -> str:
     if c.get(key) is None:
         return "—"
     text = f"{c[key]:.2f}x"
     return f"[yellow]{text}±[/]" if c.get(f"{key}_wide") else text
 
 
-def _vs_source(c: dict[str, Any]) -> str:
+def _vs_source(c: CandidateRow) -> str:
     if c.get("speedup_vs_source") is None:
         return "—"
     text = _speed(c, "speedup_vs_source")

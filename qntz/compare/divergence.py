@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from qntz.compare.row import CandidateRow
 from qntz.core.cache import Artifact
 from qntz.core.errors import first_line
 
@@ -77,7 +78,7 @@ def localize_candidate(source: Artifact, candidate: Artifact, feed: dict[str, np
             "layers": [_layer(layer) for layer in found.layers[:LAYERS_KEPT]]}
 
 
-def failing_input(row: dict[str, Any], samples: list[tuple[str, dict[str, np.ndarray]]]
+def failing_input(row: CandidateRow, samples: list[tuple[str, dict[str, np.ndarray]]]
                   ) -> tuple[str, dict[str, np.ndarray]]:
     """The input a failing candidate row did worst on (its first failing output's)."""
     outputs = row.get("outputs") or []
@@ -112,7 +113,7 @@ def explain_failures(ctx: Any, report: dict[str, Any],
             row["reason"] += f"; {row['divergence']['summary']}"
 
 
-def _replay_against_eager(ctx: Any, row: dict[str, Any], artifact: Artifact,
+def _replay_against_eager(ctx: Any, row: CandidateRow, artifact: Artifact,
                           samples: list[tuple[str, dict[str, np.ndarray]]]) -> None:
     """A failing TorchScript or ExportedProgram candidate: its submodules replayed on what
     their eager twins received (compare's reference must be the eager model)."""

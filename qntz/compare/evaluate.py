@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from qntz.compare.rounding_noise import relative_noise
+from qntz.compare.row import CandidateRow
 from qntz.compare.runners import (
     NotRunnable,
     Runner,
@@ -42,7 +43,8 @@ def evaluate(ctx: StepContext) -> dict[str, Any]:
     names = getattr(reference, "names", None) or next(
         (list(a.summary["outputs"]) for a in ctx.inputs.values()
          if "onnx" in a.provides and a.summary.get("outputs")), [])
-    candidates, runners = [], {REFERENCE: reference}
+    candidates: list[CandidateRow] = []
+    runners = {REFERENCE: reference}
     for step_id, artifact in ctx.inputs.items():
         if step_id == ref_id or artifact_kind(artifact) is None:
             continue
@@ -68,7 +70,7 @@ def evaluate(ctx: StepContext) -> dict[str, Any]:
             "passed": all(c["status"] in ("pass", "not run") for c in candidates)}
 
 
-def _add_speed(row: dict[str, Any], timed: dict[str, Any], against: str, key: str) -> None:
+def _add_speed(row: CandidateRow, timed: dict[str, Any], against: str, key: str) -> None:
     """`row[key]`: the median per-round ratio of `against`'s time to the row's, with its
     range (`<key>_range`) and whether that range is too wide to trust (`<key>_wide`)."""
     if row["id"] in timed:
@@ -80,7 +82,7 @@ def _add_speed(row: dict[str, Any], timed: dict[str, Any], against: str, key: st
         row[f"{key}_wide"] = found["wide"]
 
 
-def _speedups_vs_source(ctx: StepContext, candidates: list[dict[str, Any]],
+def _speedups_vs_source(ctx: StepContext, candidates: list[CandidateRow],
                         timed: dict[str, Any]) -> None:
     """An optimized candidate (quantize, tensorrt) against the float model it came from."""
     for row in candidates:
@@ -362,11 +364,11 @@ def _device_hint(message: str) -> str:
 def _candidate(ctx: StepContext, artifact: Artifact, samples: Samples,
                expected: list[list[np.ndarray]], default_names: list[str],
                runners: dict[str, Runner], references: tuple[Any, Any] = (None, None)
-               ) -> dict[str, Any]:
+               ) -> CandidateRow:
     """The candidate's accuracy row; a candidate that ran is added to `runners`, to be
     timed with the others."""
     step_id, kind = artifact.step_id, artifact_kind(artifact)
-    row: dict[str, Any] = {"id": step_id, "artifact": kind}
+    row: CandidateRow = {"id": step_id, "artifact": kind}
     try:
         runner, names = runner_for(artifact, ctx.pipeline.inputs)
         names = names or default_names

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from qntz.compare.row import CandidateRow
+
 FIX = " (fix: "
 SAME_DIRECTION = 0.999  # the least cosine of a float candidate whose error a bar may accept
 
@@ -46,7 +48,7 @@ def _floor(value: float) -> float:
     return math.floor(value * 100) / 100
 
 
-def bar_met(row: dict[str, Any]) -> dict[str, Any] | None:
+def bar_met(row: CandidateRow) -> dict[str, Any] | None:
     """The tolerance the candidate met, for its failing outputs; None when no bar would
     do (a shape or count that differs, a top-1 or cosine at zero)."""
     bad = [o for o in row.get("outputs") or [] if not o.get("pass")]
@@ -72,7 +74,7 @@ def _flow(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _other(row: dict[str, Any], require: list[str]) -> str:
+def _other(row: CandidateRow, require: list[str]) -> str:
     """The setting that removes the cause of a row no tolerance fixes."""
     cid, reason = row["id"], row.get("reason") or ""
     if row["status"] == "not built":
@@ -91,7 +93,7 @@ def _other(row: dict[str, Any], require: list[str]) -> str:
             "(`qntz explain` shows where it diverges)")
 
 
-def fix_for(rows: list[dict[str, Any]], require: list[str]) -> str:
+def fix_for(rows: list[CandidateRow], require: list[str]) -> str:
     """One fix for every failing row: the tolerances to write, then the other settings
     (the error's place names the compare step's line)."""
     bars = {r["id"]: found for r in rows if r["status"] == "fail"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from qntz.compare.row import CandidateRow
 from qntz.core.states import mark
 
 TIMING = ("latency_ms", "speedup", "speedup_range", "speedup_wide", "speedup_vs_source",
@@ -24,7 +25,7 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.2%}"
 
 
-def speed(c: dict[str, Any], key: str = "speedup") -> str:
+def speed(c: CandidateRow, key: str = "speedup") -> str:
     """A speedup with the range of its per-round ratios: `3.01x (2.9–3.1)`."""
     if c.get(key) is None:
         return "—"
@@ -33,7 +34,7 @@ def speed(c: dict[str, Any], key: str = "speedup") -> str:
     return f"{c[key]:.2f}x{spread}" + (" ⚠️ wide" if c.get(f"{key}_wide") else "")
 
 
-def _vs_source(c: dict[str, Any]) -> str:
+def _vs_source(c: CandidateRow) -> str:
     if "speedup_vs_source" not in c:
         return "—"
     flag = " ⚠️ not faster than its float source" if c["not_faster_than_source"] else ""

@@ -136,10 +136,11 @@ class Cache:
                 if path.is_dir() and is_key(path.name):
                     yield path.name
 
-    # -- writing: under the key's lock ---------------------------------------------------
+    # -- writing: only through the key's lock, held ----------------------------------------
     @contextmanager
-    def locked(self, key: str, waiting: Any = None) -> Iterator[None]:
-        """Hold the key's file lock; `waiting()` is called once if another process has it."""
+    def locked(self, key: str, waiting: Any = None) -> Iterator[Held]:
+        """Hold the key's file lock, and with it the only way to write the key's entry;
+        `waiting()` is called once if another process has it."""
         from filelock import FileLock, Timeout
 
         lock = FileLock(str(self._lock_path(key)))
@@ -151,29 +152,29 @@ class Cache:
             lock.acquire()
         try:
             self._sweep(key)
-            yield
+            yield Held(self, key)
         finally:
             lock.release()
 
     @contextmanager
-    def locked_if_free(self, key: str) -> Iterator[bool]:
-        """Hold the key's lock if nobody has it (True), else do not wait (False)."""
+    def locked_if_free(self, key: str) -> Iterator[Held | None]:
+        """Hold the key's lock if nobody has it, else do not wait (None)."""
         from filelock import FileLock, Timeout
 
         lock = FileLock(str(self._lock_path(key)))
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            yield False
+            yield None
             return
         try:
-            yield True
+            yield Held(self, key)
         finally:
             lock.release()
 
     def is_locked(self, key: str) -> bool:
-        with self.locked_if_free(key) as free:
-            return not free
+        with self.locked_if_free(key) as held:
+            return held is None
 
     def _lock_path(self, key: str) -> Path:
         self.claim()
@@ -193,16 +194,10 @@ class Cache:
         (path / "scratch").mkdir()
         return path
 
-    def commit(self, step_id: str, key: str, workspace: Path, provides: list[str],
-               summary: dict[str, Any], record: dict[str, Any],
-               expected: dict[str, str] | None = None) -> Artifact:
-        """Move a finished build into place. Call with the key's lock held.
-
-        A valid entry already there with the same files (a process that raced without the
-        lock) is kept; a corrupt one is replaced, and so is one whose volatile files differ
-        (a forced re-run's new figures replace the old). With `expected` (files downloaded
-        against a manifest), any other content is refused.
-        """
+    def _commit(self, step_id: str, key: str, workspace: Path, provides: list[str],
+                summary: dict[str, Any], record: dict[str, Any],
+                expected: dict[str, str] | None = None) -> Artifact:
+        """`Held.commit`: the key's lock is held."""
         out = workspace / "out"
         manifest = self._manifest(key, out, provides, summary, record)
         if expected is not None and manifest["files"] != expected:
@@ -237,8 +232,8 @@ class Cache:
         (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         return manifest
 
-    def remove(self, key: str) -> None:
-        """Drop an entry (corrupt, or collected). Call with the key's lock held."""
+    def _remove(self, key: str) -> None:
+        """`Held.remove`: the key's lock is held."""
         target = self.entry_dir(key)
         if target.exists():
             self._retire(target)
@@ -252,6 +247,31 @@ class Cache:
 
     def discard(self, workspace: Path) -> None:
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Held:
+    """A key's lock, held (`Cache.locked`): the only way to write or drop the key's entry,
+    so no caller can do either without the lock."""
+
+    cache: Cache
+    key: str
+
+    def commit(self, step_id: str, workspace: Path, provides: list[str],
+               summary: dict[str, Any], record: dict[str, Any],
+               expected: dict[str, str] | None = None) -> Artifact:
+        """Move a finished build (`workspace/out`) into place as the key's entry.
+
+        A valid entry already there with the same files (a process that raced without the
+        lock) is kept; a corrupt one is replaced, and so is one whose volatile files differ
+        (a forced re-run's new figures replace the old). With `expected` (files downloaded
+        against a manifest), any other content is refused."""
+        return self.cache._commit(step_id, self.key, workspace, provides, summary, record,
+                                  expected)
+
+    def remove(self) -> None:
+        """Drop the key's entry (corrupt, or collected)."""
+        self.cache._remove(self.key)
 
 
 def is_key(name: Any) -> bool:

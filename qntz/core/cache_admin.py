@@ -137,11 +137,11 @@ def _remove_entries(cache: Cache, keys: list[str]) -> tuple[int, int, list[str]]
     removed, busy, failures = 0, 0, []
     for key in keys:
         try:
-            with cache.locked_if_free(key) as free:
-                if not free:
+            with cache.locked_if_free(key) as held:
+                if held is None:
                     busy += 1
                     continue
-                cache.remove(key)
+                held.remove()
         except OSError as exc:
             failures.append(f"{exc.strerror or exc}")
             continue

@@ -47,8 +47,7 @@ def build_step(pipeline: str, step_id: str, *after: dict[str, Any]) -> dict[str,
     if blocked and not _runs_without(loaded, step_id, blocked):
         return {"step": step_id, "state": "skipped", "node": node, "key": None,
                 "reason": f"{blocked[0]} did not finish", "on_remote": False}
-    current = open_session(loaded)
-    current.buildable = {step_id}
+    current = open_session(loaded, may_build=lambda sid: sid == step_id)
     # keep going: a need that failed elsewhere must not keep the others from being pulled
     results = current.run(SilentReporter(), [step_id], keep_going=True)
     done = outcomes(current, results)
@@ -100,7 +99,9 @@ def run_on_ray(files: list[Any], address: str | None, reporter: Any) -> list[Any
     from qntz.core.results import outcomes, result
     from qntz.core.runner import open_session
 
-    sessions = [open_session(f if hasattr(f, "steps") else load_pipeline(f)) for f in files]
+    # the driver builds nothing: it gets every step from the remote, once the tasks are done
+    sessions = [open_session(f if hasattr(f, "steps") else load_pipeline(f),
+                             may_build=lambda sid: False) for f in files]
     root = _common_root(sessions)
     remote = sessions[0].remote.url
     import ray
@@ -115,7 +116,6 @@ def run_on_ray(files: list[Any], address: str | None, reporter: Any) -> list[Any
         ray.shutdown()
     results = []
     for current in sessions:
-        current.buildable = set()
         done = outcomes(current, current.run(reporter))
         placement = _where(_relative(current, root), placed, nodes)
         results.append(result(current, _with_task_errors(done, placement), placement))

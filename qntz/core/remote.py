@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any, NoReturn
 
-from qntz.core.cache import Artifact, Cache, DigestMismatch, is_key, manifest_problem
+from qntz.core.cache import Artifact, DigestMismatch, Held, is_key, manifest_problem
 from qntz.core.errors import PipelineError
 from qntz.core.redact import redact, redact_text
 
@@ -150,9 +150,10 @@ class Remote:
         self._call("publishing a manifest", self.fs.mv, aside, path)
         return True
 
-    def pull(self, cache: Cache, step_id: str, key: str) -> Artifact | None:
-        """Download `key` into the local cache, every file checked against its digest.
-        Call with the key's lock held. None when the remote has no complete entry."""
+    def pull(self, held: Held, step_id: str) -> Artifact | None:
+        """Download the held key's entry into the local cache, every file checked against
+        its digest. None when the remote has no complete entry."""
+        cache, key = held.cache, held.key
         manifest = self.manifest(key)
         if manifest is None:
             return None
@@ -163,8 +164,8 @@ class Remote:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self._call("downloading", self.fs.get_file, self._blob(digest), str(target))
             summary = {**manifest.get("summary", {}), "volatile": manifest.get("volatile", [])}
-            return cache.commit(step_id, key, work, manifest["provides"], summary,
-                                manifest.get("record", {}), expected=manifest["files"])
+            return held.commit(step_id, work, manifest["provides"], summary,
+                               manifest.get("record", {}), expected=manifest["files"])
         except DigestMismatch as exc:  # hashed once, by the commit, before it is in place
             unavailable(self.url, f"entry {key[:16]} on {redact(self.url)}: {exc}", exc)
         except FileNotFoundError as exc:
@@ -200,12 +201,12 @@ class RemoteLink:
                                          "locally", self.url))
         self.url, self._remote = None, None
 
-    def pull(self, cache: Cache, step_id: str, key: str) -> Artifact | None:
+    def pull(self, held: Held, step_id: str) -> Artifact | None:
         remote = self._get()
         if remote is None:
             return None
         try:
-            return remote.pull(cache, step_id, key)
+            return remote.pull(held, step_id)
         except RemoteUnavailable as exc:
             with self._lock:
                 self._give_up(exc)

@@ -16,14 +16,14 @@ import graphlib
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from qntz.core.cache import Artifact, Cache
+from qntz.core.cache import Artifact, Cache, Held
 from qntz.core.errors import QntzError, StepFailed
 from qntz.core.hashing import FileDigests
 from qntz.core.lease import Lease
@@ -32,7 +32,7 @@ from qntz.core.pipeline import provided_by
 from qntz.core.plan import StepState, key_record, plan, record_key
 from qntz.core.registry import KINDS
 from qntz.core.remote import RemoteLink
-from qntz.core.spec import Pipeline
+from qntz.core.spec import Pipeline, StepSpec
 from qntz.core.states import RunState
 from qntz.core.step import StepContext
 from qntz.core.workspace import Workspace, inside, lay_out, same_file
@@ -68,8 +68,9 @@ class Session:
     pipeline: Pipeline
     workspace: Workspace
     remote: RemoteLink = field(default_factory=lambda: RemoteLink(None))
-    # steps this session may execute (None: all); the others must come from a cache
-    buildable: set[str] | None = None
+    # whether this session may execute a step (default: every one); a step it may not
+    # must come from the local or the remote cache (a Ray task builds only its own step)
+    may_build: Callable[[str], bool] = field(default=lambda step_id: True)
     digests: FileDigests = field(init=False)
     cache: Cache = field(init=False)
     _model: Any = field(default=None, init=False)
@@ -204,9 +205,9 @@ class Session:
             if not damaged:
                 return found
             for key in damaged:
-                with self.cache.locked(key):
+                with self.cache.locked(key) as held:
                     if self.cache.lookup("", key, strict=True)[0] is None:
-                        self.cache.remove(key)
+                        held.remove()
 
     def _missing(self, sid: str, artifacts: dict[str, Artifact],
                  results: dict[str, StepResult]) -> dict[str, str]:
@@ -241,15 +242,16 @@ class Session:
             reporter.finished(result)
             return result
         inputs = {n: artifacts[n] for n in spec.needs if n in artifacts}
+        step = StepRun(self, sid, inputs, missing, sid in forced, reporter)
         try:
             if not missing and sid in planned and all(
                     artifacts[n] is planned.get(n) for n in spec.needs):
-                result = StepResult(sid, spec.kind, "cached", artifact=planned[sid])
+                result = step.result("cached", artifact=planned[sid])
             else:
-                result = self._cached_or_built(sid, inputs, sid in forced, reporter, missing)
+                result = step.cached_or_built()
         except BaseException as exc:  # noqa: B036 - what a step raises is its failure
-            error = _as_failure(exc, f"{self.pipeline.path}: step '{sid}'")
-            result = StepResult(sid, spec.kind, "failed", reason=str(error), error=error)
+            error = _as_failure(exc, step.where)
+            result = step.result("failed", reason=str(error), error=error)
         failed = result.summary.get("failed")
         if failed and result.state != "failed":  # it ran, and its output says it failed
             result.state = "failed"
@@ -259,91 +261,17 @@ class Session:
         reporter.finished(result)
         return result
 
-    def _cached_or_built(self, sid: str, inputs: dict[str, Artifact], forced: bool,
-                         reporter: Reporter, missing: dict[str, str]) -> StepResult:
-        """A step whose inputs were rebuilt: its new key may be cached, else build it."""
-        spec = self.pipeline.steps[sid]
-        record = key_record(spec, self.pipeline, inputs, self.digests, missing)
-        key = record_key(record)
+    def lease(self, key: str) -> None:
+        """Keep `key` from `qntz cache gc` until this run's lock file is written."""
         self._lease.add([key])
-        artifact, _ = self.cache.lookup(sid, key, declared=provided_by(spec))
-        if artifact is not None and not forced:
-            return StepResult(sid, spec.kind, "cached", artifact=artifact)
-        if self._stopping.is_set():
-            return StepResult(sid, spec.kind, "skipped", reason="interrupted")
-        reporter.started(sid, spec.kind)
-        return self._build(sid, key, record, inputs, forced, reporter)
 
-    def _build(self, sid: str, key: str, record: dict[str, Any], inputs: dict[str, Artifact],
-               forced: bool, reporter: Reporter) -> StepResult:
-        """Under the key's lock: reuse what another process built meanwhile, else execute."""
-        def waiting() -> None:
-            reporter.message(sid, "waiting for another qntz process building it")
+    @property
+    def stopping(self) -> bool:
+        """Ctrl-C came: a step that has not begun building will not."""
+        return self._stopping.is_set()
 
-        try:
-            with self.cache.locked(key, waiting):
-                artifact, problem = self.cache.lookup(
-                    sid, key, strict=True, declared=provided_by(self.pipeline.steps[sid]))
-                if artifact is not None and not forced:
-                    return StepResult(sid, self.pipeline.steps[sid].kind, "cached",
-                                      artifact=artifact)
-                if problem:
-                    self.cache.remove(key)
-                if not forced and (pulled := self.remote.pull(self.cache, sid, key)):
-                    return StepResult(sid, self.pipeline.steps[sid].kind, "pulled",
-                                      artifact=pulled)
-                if self.buildable is not None and sid not in self.buildable:
-                    error = StepFailed("not built: neither the local nor the remote cache has "
-                                       "it", where=f"{self.pipeline.path}: step '{sid}'",
-                                       hint="see the error of the task that should have built it")
-                    return StepResult(sid, self.pipeline.steps[sid].kind, "failed",
-                                      reason=str(error), error=error)
-                result = self._execute(sid, key, record, inputs, reporter)
-                if result.artifact is not None:
-                    self.remote.push(result.artifact)
-                return result
-        except OSError as exc:
-            error = self._world_error(sid, exc)
-            if error is None:
-                raise
-            return StepResult(sid, self.pipeline.steps[sid].kind, "failed", reason=str(error),
-                              error=error)
-
-    def _execute(self, sid: str, key: str, record: dict[str, Any], inputs: dict[str, Artifact],
-                 reporter: Reporter) -> StepResult:
-        spec = self.pipeline.steps[sid]
-        kind = KINDS[spec.kind]
-        work = self.cache.workspace(key)
-        ctx = StepContext(self.pipeline, spec, spec.params, work / "out", inputs,
-                          self.live_model, shared=self.cache.root / "shared",
-                          temp=work / "scratch",
-                          report=lambda text: reporter.message(sid, text),
-                          extras=record["extras"], missing=record.get("missing", {}))
-        start = time.perf_counter()
-        try:
-            summary = kind().run(ctx)
-            seconds = time.perf_counter() - start
-            summary = {**summary, "seconds": round(seconds, 3)}
-            provides = summary.pop("provides", None) or list(provided_by(spec))
-            artifact = self.cache.commit(sid, key, work, provides, summary, record)
-        except QntzError as exc:  # a step may have wrapped a full disk in its own words
-            error = self._world_error(sid, exc) or exc
-            error.where = error.where or ctx.where
-            return StepResult(sid, spec.kind, "failed", time.perf_counter() - start,
-                              str(error), error=error)
-        except Exception as exc:
-            error = self._world_error(sid, exc)
-            if error is None:
-                raise
-            return StepResult(sid, spec.kind, "failed", time.perf_counter() - start,
-                              str(error), error=error)
-        finally:
-            self.cache.discard(work)
-        return StepResult(sid, spec.kind, "ran", seconds, artifact=artifact)
-
-    def _world_error(self, sid: str, exc: BaseException) -> QntzError | None:
+    def world_error(self, where: str, exc: BaseException) -> QntzError | None:
         """A full disk or a read-only cache, wherever a library noticed it: one line."""
-        where = f"{self.pipeline.path}: step '{sid}'"
         cause = _os_cause(exc)
         if cause is not None and cause.errno in FULL_DISK or _no_space(self.cache.root):
             return StepFailed(f"no space left on the device of {self.cache.root} "
@@ -401,6 +329,108 @@ class Session:
         return target.is_dir() and all(
             same_file(target / n, artifact.file(n), self.digests, d)
             for n, d in artifact.files().items())
+
+@dataclass
+class StepRun:
+    """One step of one run, from its inputs to its result: what it consumes, the needs it
+    runs without (and why), whether it is forced; its key and key record once known. The
+    entry is written only under the key's lock (`Cache.locked` hands out the writer)."""
+
+    session: Session
+    id: str
+    inputs: dict[str, Artifact]
+    missing: dict[str, str]
+    forced: bool
+    reporter: Reporter
+
+    @property
+    def spec(self) -> StepSpec:
+        return self.session.pipeline.steps[self.id]
+
+    @property
+    def where(self) -> str:
+        return f"{self.session.pipeline.path}: step '{self.id}'"
+
+    def result(self, state: RunState, **fields: Any) -> StepResult:
+        return StepResult(self.id, self.spec.kind, state, **fields)
+
+    def failure(self, error: QntzError, seconds: float = 0.0) -> StepResult:
+        return self.result("failed", seconds=seconds, reason=str(error), error=error)
+
+    def cached_or_built(self) -> StepResult:
+        """A step whose inputs were rebuilt: its new key may be cached, else build it."""
+        session = self.session
+        record = key_record(self.spec, session.pipeline, self.inputs, session.digests,
+                            self.missing)
+        key = record_key(record)
+        session.lease(key)
+        artifact, _ = session.cache.lookup(self.id, key, declared=provided_by(self.spec))
+        if artifact is not None and not self.forced:
+            return self.result("cached", artifact=artifact)
+        if session.stopping:
+            return self.result("skipped", reason="interrupted")
+        self.reporter.started(self.id, self.spec.kind)
+        try:
+            return self._built(key, record)
+        except OSError as exc:
+            error = session.world_error(self.where, exc)
+            if error is None:
+                raise
+            return self.failure(error)
+
+    def _built(self, key: str, record: dict[str, Any]) -> StepResult:
+        """Under the key's lock: reuse what another process built meanwhile (or the remote
+        has), else execute, where this run may."""
+        session = self.session
+        def waiting() -> None:
+            self.reporter.message(self.id, "waiting for another qntz process building it")
+
+        with session.cache.locked(key, waiting) as held:
+            artifact, problem = session.cache.lookup(self.id, key, strict=True,
+                                                     declared=provided_by(self.spec))
+            if artifact is not None and not self.forced:
+                return self.result("cached", artifact=artifact)
+            if problem:
+                held.remove()
+            if not self.forced and (pulled := session.remote.pull(held, self.id)):
+                return self.result("pulled", artifact=pulled)
+            if not session.may_build(self.id):
+                return self.failure(StepFailed(
+                    "not built: neither the local nor the remote cache has it",
+                    where=self.where, hint="see the error of the task that should have built it"))
+            result = self._executed(held, record)
+            if result.artifact is not None:
+                session.remote.push(result.artifact)
+            return result
+
+    def _executed(self, held: Held, record: dict[str, Any]) -> StepResult:
+        session, spec = self.session, self.spec
+        work = session.cache.workspace(held.key)
+        ctx = StepContext(session.pipeline, spec, spec.params, work / "out", self.inputs,
+                          session.live_model, shared=session.cache.root / "shared",
+                          temp=work / "scratch",
+                          report=lambda text: self.reporter.message(self.id, text),
+                          extras=record["extras"], missing=record.get("missing", {}))
+        start = time.perf_counter()
+        try:
+            summary = KINDS[spec.kind]().run(ctx)
+            seconds = time.perf_counter() - start
+            summary = {**summary, "seconds": round(seconds, 3)}
+            provides = summary.pop("provides", None) or list(provided_by(spec))
+            artifact = held.commit(self.id, work, provides, summary, record)
+        except QntzError as exc:  # a step may have wrapped a full disk in its own words
+            error = session.world_error(self.where, exc) or exc
+            error.where = error.where or ctx.where
+            return self.failure(error, time.perf_counter() - start)
+        except Exception as exc:
+            error = session.world_error(self.where, exc)
+            if error is None:
+                raise
+            return self.failure(error, time.perf_counter() - start)
+        finally:
+            session.cache.discard(work)
+        return self.result("ran", seconds=seconds, artifact=artifact)
+
 
 @contextmanager
 def _held(path: Path) -> Iterator[None]:
@@ -468,11 +498,16 @@ def _first(exc: BaseException) -> str:
     return first_line(exc, 160)
 
 
-def open_session(pipeline: Pipeline, remote: bool = True) -> Session:
+def open_session(pipeline: Pipeline, remote: bool = True,
+                 may_build: Callable[[str], bool] | None = None) -> Session:
     """The pipeline's session in its project (cache and outputs under the project root,
-    the remote cache its config names unless `remote` is False)."""
+    the remote cache its config names unless `remote` is False); `may_build(step_id)`:
+    whether it may execute that step (default: all), else the step comes from a cache."""
     from qntz.core.remote import configured_remote
 
     workspace = Workspace.of(pipeline.path.parent)
     url = configured_remote(workspace.root) if remote else None
-    return Session(pipeline, workspace, RemoteLink(url))
+    session = Session(pipeline, workspace, RemoteLink(url))
+    if may_build is not None:
+        session.may_build = may_build
+    return session

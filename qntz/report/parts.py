@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from qntz.compare.row import CandidateRow
 from qntz.core.states import passed
 
 EXCERPT_LINES = 3  # source lines shown before and after a finding's line
@@ -15,7 +16,7 @@ def _median(latency: Any) -> float | None:
     return latency.get("median") if isinstance(latency, dict) else None
 
 
-def _decider(row: dict[str, Any]) -> tuple[str, Any, Any]:
+def _decider(row: CandidateRow) -> tuple[str, Any, Any]:
     """The metric that decides a candidate (its first output's), its value and tolerance."""
     first = (row.get("outputs") or [{}])[0]
     metric = first.get("metric")
@@ -27,13 +28,13 @@ def _decider(row: dict[str, Any]) -> tuple[str, Any, Any]:
     return "max abs error", row.get("max_abs"), tolerance
 
 
-def _outputs(row: dict[str, Any]) -> list[dict[str, Any]]:
+def _outputs(row: CandidateRow) -> list[dict[str, Any]]:
     return [{"name": o["name"], "max_abs": o.get("max_abs"), "rms_rel": o.get("rms_rel"),
              "cosine": o.get("cosine_min"), "abs_error_quantiles": o.get("abs_error_quantiles")}
             for o in row.get("outputs") or []]
 
 
-def _sizes(row: dict[str, Any], latencies: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _sizes(row: CandidateRow, latencies: dict[str, Any] | None) -> list[dict[str, Any]]:
     latencies = latencies or {}
     return [{"size": r["size"], "error": r.get("rms_rel"), "latency_ms": latencies.get(r["size"])}
             for r in row.get("sizes") or []]
@@ -46,7 +47,7 @@ def _divergence(found: dict[str, Any] | None) -> dict[str, Any] | None:
             "summary": found.get("summary"), "layers": found["layers"]}
 
 
-def candidate(row: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
+def candidate(row: CandidateRow, timing: dict[str, Any]) -> dict[str, Any]:
     metric, value, tolerance = _decider(row)
     return {"name": row["id"], "status": row["status"], "passed": passed(row["status"]),
             "reason": row.get("reason") or None, "metric": metric, "value": value,

@@ -19,13 +19,12 @@ KEY = digest_value("a toy key")
 def build(cache: Cache, files: dict[str, str], key: str = KEY, provides=("text",),
           summary: dict | None = None, expected: dict | None = None):
     """One build as the runner does it: a workspace, files in out/, a commit under the lock."""
-    with cache.locked(key):
+    with cache.locked(key) as held:
         work = cache.workspace(key)
         for name, text in files.items():
             (work / "out" / name).parent.mkdir(parents=True, exist_ok=True)
             (work / "out" / name).write_text(text)
-        return cache.commit("s", key, work, list(provides), dict(summary or {}), {"r": 1},
-                            expected)
+        return held.commit("s", work, list(provides), dict(summary or {}), {"r": 1}, expected)
 
 
 @pytest.fixture
@@ -150,5 +149,15 @@ def test_a_killed_builds_folder_is_swept_when_the_key_is_locked_next(cache):
 def test_the_key_lock_is_seen_from_outside(cache):
     assert not cache.is_locked(KEY)
     with cache.locked(KEY):
-        with cache.locked_if_free(KEY) as free:
-            assert free is False
+        with cache.locked_if_free(KEY) as held:
+            assert held is None  # held elsewhere: no writer handed out
+
+
+def test_only_the_held_lock_writes_an_entry(cache):
+    """`commit` and `remove` exist only on what `locked` hands out."""
+    assert not hasattr(cache, "commit") and not hasattr(cache, "remove")
+    build(cache, {"model.onnx": "m"}, provides=("onnx",))
+    with cache.locked(KEY) as held:
+        assert held.key == KEY
+        held.remove()
+    assert cache.lookup("s", KEY)[0] is None

@@ -29,8 +29,7 @@ def task(toy, tmp_path, sid: str) -> dict[str, str]:
     node = tmp_path / f"node-{sid}"
     (node / ".qntz").mkdir(parents=True)
     shutil.copy(toy.path, node / "toy.yaml")
-    current = api.session(node / "toy.yaml")
-    current.buildable = {sid}
+    current = api.session(node / "toy.yaml", may_build=lambda step_id: step_id == sid)
     return {r.id: r.state for r in current.run(SilentReporter(), [sid])}
 
 
@@ -47,8 +46,8 @@ def test_tasks_build_on_their_nodes_and_the_driver_pulls_everything(toy, tmp_pat
     assert task(toy, tmp_path, "b") == {"load": "pulled", "b": "ran"}
     assert task(toy, tmp_path, "c") == {"load": "pulled", "a": "pulled", "b": "pulled",
                                         "c": "ran"}
-    driver = api.session(toy.path)
-    driver.buildable = set()  # the driver builds nothing: it takes what the tasks pushed
+    # the driver builds nothing: it takes what the tasks pushed
+    driver = api.session(toy.path, may_build=lambda step_id: False)
     results = driver.run(SilentReporter())
     assert {r.id: r.state for r in results} == dict.fromkeys(["load", "a", "b", "c"], "pulled")
     assert toy.text("c") == "seedAseedB"
@@ -59,8 +58,7 @@ def test_tasks_build_on_their_nodes_and_the_driver_pulls_everything(toy, tmp_pat
 def test_the_driver_fails_a_step_no_task_pushed(toy, tmp_path, remote):
     task(toy, tmp_path, "load")
     task(toy, tmp_path, "a")
-    driver = api.session(toy.path)
-    driver.buildable = set()
+    driver = api.session(toy.path, may_build=lambda step_id: False)
     states = {r.id: r for r in driver.run(SilentReporter())}
     assert states["a"].state == "pulled"
     assert states["b"].state == "failed"
@@ -70,8 +68,7 @@ def test_the_driver_fails_a_step_no_task_pushed(toy, tmp_path, remote):
 
 def test_a_tasks_failure_replaces_the_drivers_own_outcome(toy, tmp_path, remote):
     task(toy, tmp_path, "load")
-    driver = api.session(toy.path)
-    driver.buildable = set()
+    driver = api.session(toy.path, may_build=lambda step_id: False)
     done = outcomes(driver, driver.run(SilentReporter()))
     placement = {"a": {"state": "failed", "reason": "worker said no"},
                  "b": {"state": "skipped", "reason": "load did not finish"}}

@@ -159,5 +159,6 @@ def test_a_library_version_in_the_key_says_it_changed(toy):
     lock["steps"]["r"]["libraries"] = {"pyyaml": "0.1"}  # as built with another PyYAML
     lock_file.write_text(json.dumps(lock))
     assert toy.states()["r"][0] == "cached"  # the cache has this key: the lock is history
-    Cache(toy.cache_dir, FileDigests()).remove(lock["steps"]["r"]["key"])
+    with Cache(toy.cache_dir, FileDigests()).locked(lock["steps"]["r"]["key"]) as held:
+        held.remove()
     assert toy.states()["r"][1] == f"pyyaml 0.1 → {library_version('pyyaml')}"
