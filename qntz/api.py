@@ -90,7 +90,7 @@ def run(pipeline: str | Path | Any, steps: list[str] | None = None, jobs: int = 
     """Run what is stale (with `steps`: those and what they need) and lay out the outputs.
     A step missing locally is pulled from the remote cache when it has it; what is built is
     pushed there."""
-    from qntz.core.progress import SilentReporter
+    from qntz.core.runner import SilentReporter
 
     if jobs < 1:
         raise PipelineError("jobs must be at least 1", hint="e.g. jobs=2 (--jobs 2)")
@@ -107,8 +107,8 @@ def run_all(files: list[str | Path], executor: str = "local", address: str | Non
     """Several pipelines: one after the other here, or fanned out over a Ray cluster
     (`executor="ray"`, which needs a remote cache; `address` as `ray.init` takes it)."""
     if executor == "ray":
-        from qntz.core.progress import SilentReporter
         from qntz.core.ray_executor import run_on_ray
+        from qntz.core.runner import SilentReporter
 
         results = run_on_ray(list(files), address, reporter or SilentReporter())
         for done in results:

@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.markup import escape
 
-import qntz.core.progress as progress
+import qntz.cli_progress as progress
 from qntz import __version__, cli_shell
 from qntz import cli_inspect as inspect
 from qntz.core.errors import PipelineError, QntzError

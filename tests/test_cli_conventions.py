@@ -108,7 +108,7 @@ def test_quiet_run_prints_the_final_line_and_the_log_file_gets_every_line(ws):
 def test_heartbeat_on_a_long_step_when_stdout_is_no_terminal():
     from rich.console import Console
 
-    from qntz.core.progress import ConsoleReporter
+    from qntz.cli_progress import ConsoleReporter
 
     console = Console(file=io.StringIO(), width=120)
     reporter = ConsoleReporter(console, heartbeat=0.05)

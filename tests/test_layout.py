@@ -106,7 +106,7 @@ def test_the_checker_sees_lazy_imports_and_cycles() -> None:
 
 def test_the_cli_uses_only_the_api() -> None:
     allowed = {"qntz.api", "qntz.cli_inspect", "qntz.cli_shell", "qntz.core.errors",
-               "qntz.core.wording", "qntz.core.progress", "qntz.core.process"}
+               "qntz.core.wording", "qntz.cli_progress", "qntz.core.process"}
     # errors: the API's; wording and progress: what it shows; process: its stdout
     graph = import_graph()
     used = graph["qntz.cli"] | graph["qntz.cli_inspect"]

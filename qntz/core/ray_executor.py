@@ -37,9 +37,8 @@ def build_step(pipeline: str, step_id: str, *after: dict[str, Any]) -> dict[str,
     import ray
 
     from qntz.core.pipeline import load_pipeline
-    from qntz.core.progress import SilentReporter
     from qntz.core.results import outcomes
-    from qntz.core.runner import open_session
+    from qntz.core.runner import SilentReporter, open_session
 
     node = ray.get_runtime_context().get_node_id()
     loaded = load_pipeline(pipeline)

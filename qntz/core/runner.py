@@ -47,6 +47,23 @@ class Reporter(Protocol):
     def finished(self, result: StepResult) -> None: ...
 
 
+class SilentReporter:
+    """Shows nothing: for `--json` (the document at the end is the only output), the API
+    and Ray tasks."""
+
+    def started(self, step_id: str, kind: str) -> None:
+        pass
+
+    def message(self, step_id: str, text: str) -> None:
+        pass
+
+    def finished(self, result: StepResult) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class StepResult:
     id: str

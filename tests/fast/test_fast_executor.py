@@ -12,8 +12,8 @@ import pytest
 import qntz.api as api
 from qntz.core import ray_executor
 from qntz.core.errors import PipelineError
-from qntz.core.progress import SilentReporter
 from qntz.core.results import outcomes
+from qntz.core.runner import SilentReporter
 
 pytestmark = pytest.mark.fast
 

@@ -28,22 +28,6 @@ def describe(result: Any) -> str:
     return kind.describe(result.summary) if kind is not None else ""
 
 
-class SilentReporter:
-    """For `--json`: the document at the end is the only output."""
-
-    def started(self, step_id: str, kind: str) -> None:
-        pass
-
-    def message(self, step_id: str, text: str) -> None:
-        pass
-
-    def finished(self, result: StepResult) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 class ConsoleReporter:
     """Prints each finished step; a spinner with elapsed time for each running one. Where
     stdout is no terminal (CI logs), a line when a step starts and a heartbeat every
