@@ -210,11 +210,14 @@ class Cache:
             self.discard(workspace)
             return existing
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            self._retire(target)
         for name in manifest["files"]:
             os.chmod(out / name, READ_ONLY)  # out/ links share the inode: keep editors off it
+        # the old entry goes only once the new one is in place: a process that exits here
+        # (Ctrl-C leaves a running step behind) loses neither
+        old = self._aside(target) if target.exists() else None
         os.replace(out, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         self.discard(workspace)
         for name, digest in manifest["files"].items():  # renamed, not changed: no re-reading
             self.digests.remember(target / name, digest)
@@ -240,10 +243,14 @@ class Cache:
 
     def _retire(self, target: Path) -> None:
         """Rename out of the way first, so no reader sees a half-deleted entry."""
+        shutil.rmtree(self._aside(target), ignore_errors=True)
+
+    def _aside(self, target: Path) -> Path:
+        """`target` renamed into tmp/ (swept with its key's leftovers if never deleted)."""
         trash = self.root / "tmp" / f"{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.old"
         trash.parent.mkdir(parents=True, exist_ok=True)
         os.replace(target, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        return trash
 
     def discard(self, workspace: Path) -> None:
         shutil.rmtree(workspace, ignore_errors=True)
