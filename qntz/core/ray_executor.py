@@ -41,12 +41,11 @@ def build_step(pipeline: str, step_id: str, *after: dict[str, Any]) -> dict[str,
     from qntz.core.runner import SilentReporter, open_session
 
     node = ray.get_runtime_context().get_node_id()
-    loaded = load_pipeline(pipeline)
+    current = open_session(load_pipeline(pipeline), may_build=lambda sid: sid == step_id)
     blocked = [a["step"] for a in after if a["state"] not in DONE]
-    if blocked and not _runs_without(loaded, step_id, blocked):
+    if blocked and not current.runs_without(step_id, blocked):  # as in a local run
         return {"step": step_id, "state": "skipped", "node": node, "key": None,
                 "reason": f"{blocked[0]} did not finish", "on_remote": False}
-    current = open_session(loaded, may_build=lambda sid: sid == step_id)
     # keep going: a need that failed elsewhere must not keep the others from being pulled
     results = current.run(SilentReporter(), [step_id], keep_going=True)
     done = outcomes(current, results)
@@ -65,15 +64,6 @@ def build_step(pipeline: str, step_id: str, *after: dict[str, Any]) -> dict[str,
         reason = reason or why
     return {"step": step_id, "state": state, "node": node, "key": result.key,
             "reason": reason, "on_remote": on_remote}
-
-
-def _runs_without(pipeline: Any, step_id: str, blocked: list[str]) -> bool:
-    """As in a local run: a kind that still runs without some needs (compare judges the
-    candidates that exist) is not skipped when they did not finish."""
-    from qntz.core.registry import KINDS
-
-    spec = pipeline.steps[step_id]
-    return KINDS[spec.kind].runs_without(spec, pipeline, blocked)
 
 
 def _pushed(current: Any, artifact: Any) -> str:

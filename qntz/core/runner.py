@@ -16,7 +16,7 @@ import graphlib
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -173,7 +173,7 @@ class Session:
                 ready = sorted(sorter.get_ready(), key=order.index)
                 for sid in ready:
                     missing = self._missing(sid, artifacts, results)
-                    if stop and not self._runs_without(sid, missing):
+                    if stop and not self.runs_without(sid, missing):
                         results[sid] = StepResult(sid, self.pipeline.steps[sid].kind, "skipped",
                                                   reason="not started after a failure")
                         sorter.done(sid)  # what needs it becomes ready, to be settled too
@@ -245,7 +245,7 @@ class Session:
             return f"{need} was not started"
         return f"{need} was skipped: {result.reason}" if result.reason else f"{need} was skipped"
 
-    def _runs_without(self, sid: str, missing: dict[str, str]) -> bool:
+    def runs_without(self, sid: str, missing: Iterable[str]) -> bool:
         """A kind that still runs without some of its needs (compare judges what exists)."""
         spec = self.pipeline.steps[sid]
         return KINDS[spec.kind].runs_without(spec, self.pipeline, list(missing))
@@ -253,7 +253,7 @@ class Session:
     def _one(self, sid: str, artifacts: dict[str, Artifact], planned: dict[str, Artifact],
              forced: set[str], reporter: Reporter, missing: dict[str, str]) -> StepResult:
         spec = self.pipeline.steps[sid]
-        if missing and not self._runs_without(sid, missing):
+        if missing and not self.runs_without(sid, missing):
             result = StepResult(sid, spec.kind, "skipped",
                                 reason=f"{next(iter(missing))} did not finish")
             reporter.finished(result)
