@@ -57,8 +57,8 @@ def test_typed_results_and_errors(ws):
 
 
 def test_a_run_leaves_the_callers_process_as_it_was(ws):
-    """A notebook's temp folder, environment, streams, loggers and torch RNG survive a run
-    that captures, exports, quantizes and compares."""
+    """A notebook's temp folder, environment, streams, loggers, torch RNG and thread count
+    survive a run that captures, exports, quantizes and compares (timed on one thread)."""
     import logging
     import os
     import tempfile
@@ -69,6 +69,7 @@ def test_a_run_leaves_the_callers_process_as_it_was(ws):
 
     torch.manual_seed(1234)
     logging.getLogger("onnx").setLevel(logging.INFO)
+    threads = torch.get_num_threads()
     before = (dict(os.environ), tempfile.tempdir, sys.stdout, sys.stderr,
               torch.random.get_rng_state(), logging.getLogger("onnx").level)
     ws.pipeline(pipeline_text("models.clean:SmallCNN", "capture: {uses: trace}\nonnx: {}\n"
@@ -78,3 +79,4 @@ def test_a_run_leaves_the_callers_process_as_it_was(ws):
              torch.random.get_rng_state(), logging.getLogger("onnx").level)
     assert after[:4] == before[:4] and after[5] == before[5]
     assert torch.equal(after[4], before[4]), "the run reseeded the caller's torch RNG"
+    assert torch.get_num_threads() == threads

@@ -148,7 +148,8 @@ def process_state_changes(tree: ast.AST) -> list[tuple[int, str]]:
         if (called.startswith("os.environ.") and method in ENVIRON_CHANGES) or called in (
                 "os.putenv", "os.unsetenv", "os.dup2") or method == "setLevel" or (
                 called == "setattr" and node.args and dotted(node.args[0]) == "sys") or (
-                method in ("manual_seed", "seed") and called.startswith("torch.")):
+                method in ("manual_seed", "seed", "set_num_threads", "set_num_interop_threads")
+                and called.startswith("torch.")):
             found.append((node.lineno, f"calls {called}"))
     return found
 
@@ -168,6 +169,7 @@ def test_the_process_state_checker_sees_each_kind_of_change() -> None:
              "os.environ.pop('A')", "sys.stdout = io.StringIO()", "tempfile.tempdir = '/x'",
              "setattr(sys, 'stderr', None)", "os.dup2(3, 1)", "torch.manual_seed(0)",
              "torch.cuda.manual_seed(0)", "logging.getLogger('x').setLevel(40)",
+             "torch.set_num_threads(1)",
              "os.putenv('A', '1')"]
     for case in cases:
         assert process_state_changes(ast.parse(case)), case

@@ -16,7 +16,7 @@ from qntz.compare.runners import (
     runner_for,
     torch_runner,
 )
-from qntz.compare.timing import interleaved, machine, speedup
+from qntz.compare.timing import Clock, interleaved, machine, speedup
 from qntz.core.cache import Artifact
 from qntz.core.inputs import evaluation_samples, generate_feed, opt_sizes
 from qntz.core.step import StepContext
@@ -29,6 +29,8 @@ SIZE_ITERATIONS = 3  # timed runs per input size, per candidate (volatile, like 
 
 
 REFERENCE = "\0reference"  # the reference's name among the timed models (no step id)
+# runners that compute in the calling thread when on the CPU with one intra-op thread
+CPU_CLOCKED = {"onnx", "torchscript", "exported_program", "eager"}
 
 
 def evaluate(ctx: StepContext) -> dict[str, Any]:
@@ -55,19 +57,80 @@ def evaluate(ctx: StepContext) -> dict[str, Any]:
         if copied is not None:
             copied.release()
     ctx.report("timing every model, interleaved")
-    feed = _timing_feed(ctx)
-    timed = interleaved({n: (lambda r=r: r(feed)) for n, r in runners.items()},
-                        params["iterations"], params["warmup"])
+    timed, clock = _timed(ctx, runners)
     for row in candidates:
         _add_speed(row, timed, REFERENCE, "speedup")
     _speedups_vs_source(ctx, candidates, timed)
     return {"reference": {"id": ref_id, "runs": ref_label,
                           "latency_ms": timed.get(REFERENCE)},
-            "machine": machine() if timed else None,
+            "machine": {**machine(), "timed_threads": params["threads"], "clock": clock}
+            if timed else None,
             "samples": [label for label, _ in samples],
             "tolerance": {k: params[k] for k in ("metric", "atol", "rtol", "scale")},
             "candidates": candidates,
             "passed": all(c["status"] in ("pass", "not run") for c in candidates)}
+
+
+def _timed(ctx: StepContext, runners: dict[str, Runner]) -> tuple[dict[str, Any], Clock]:
+    """Every model timed in the same rounds on compare's `threads`, and the clock used: ONNX
+    models on ONNX Runtime's CPU get sessions of their own on that many threads (the
+    accuracy runs used every core)."""
+    from qntz.core.process import torch_threads
+    from qntz.runtime.ortrun import PROVIDER, THREADS
+
+    threads, kinds = ctx.params["threads"], _timed_kinds(ctx, runners)
+    if threads and PROVIDER.get() == "cpu":
+        token = THREADS.set(threads)
+        try:
+            for name, kind in kinds.items():
+                if kind == "onnx":
+                    del runners[name]  # the accuracy session goes before its twin loads
+                    runners[name] = _timed_artifact_runner(ctx, name)
+        finally:
+            THREADS.reset(token)
+    clock = _clock(threads, set(kinds.values()))
+    feed = _timing_feed(ctx)
+    with torch_threads(threads):
+        timed = interleaved({n: (lambda r=r: r(feed)) for n, r in runners.items()},
+                            ctx.params["iterations"], ctx.params["warmup"], clock=clock)
+    return timed, clock
+
+
+def _timed_kinds(ctx: StepContext, runners: dict[str, Runner]) -> dict[str, str | None]:
+    """What runs each timed model: a runner's kind, or "eager" for the PyTorch model."""
+    kinds = {name: artifact_kind(ctx.inputs[name]) for name in runners if name != REFERENCE}
+    reference = _reference_artifact(ctx)
+    kinds[REFERENCE] = "eager" if reference is None else (
+        "onnx" if "onnx" in reference.provides else artifact_kind(reference))
+    return kinds
+
+
+def _reference_artifact(ctx: StepContext) -> Artifact | None:
+    """The artifact the reference runs, or None for the PyTorch model itself."""
+    if ctx.params["reference"] is not None:
+        return ctx.inputs[ctx.params["reference"]]
+    load = ctx.inputs[_load_id(ctx)]
+    return load if "onnx" in load.provides else None
+
+
+def _timed_artifact_runner(ctx: StepContext, name: str) -> Runner:
+    artifact = ctx.inputs[name] if name != REFERENCE else _reference_artifact(ctx)
+    assert artifact is not None
+    return onnx_runner(artifact.file("model.onnx"))[0]
+
+
+def _clock(threads: int, kinds: set[str | None]) -> Clock:
+    """The calling thread's CPU time where every model computes in that thread, on the CPU;
+    the wall clock otherwise (a GPU, an engine or a plugin's runner, a thread pool)."""
+    import sys
+
+    from qntz.compare.runners import TORCH_DEVICE
+    from qntz.runtime.ortrun import PROVIDER
+
+    torch = sys.modules.get("torch")
+    on_cpu = (PROVIDER.get() == "cpu" and TORCH_DEVICE.get() in (None, "cpu")
+              and not (torch is not None and torch.cuda.is_initialized()))
+    return "cpu" if threads == 1 and on_cpu and kinds <= CPU_CLOCKED else "wall"
 
 
 def _add_speed(row: CandidateRow, timed: dict[str, Any], against: str, key: str) -> None:

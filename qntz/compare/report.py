@@ -110,9 +110,8 @@ def _timing_notes(report: dict[str, Any]) -> list[str]:
     where = report.get("machine")
     if where:
         notes.append(f"Timed interleaved (every model in each round, the order rotated) on "
-                     f"{where['cpu']}, {where['cores']} cores, torch threads "
-                     f"{where['threads'].get('torch', '—')}; a speedup is the median of the "
-                     "per-round ratios, their range in brackets.")
+                     f"{where['cpu']}, {where['cores']} cores, {_clock_words(where)}; a "
+                     "speedup is the median of the per-round ratios, their range in brackets.")
     wide = [c["id"] for c in report["candidates"]
             if c.get("speedup_wide") or c.get("speedup_vs_source_wide")]
     if wide:
@@ -120,6 +119,15 @@ def _timing_notes(report: dict[str, Any]) -> list[str]:
                      "machine was busy while timing; re-measure on a quiet machine "
                      "(`qntz run FILE --remeasure`).")
     return ["", *notes] if notes else []
+
+
+def _clock_words(where: dict[str, Any]) -> str:
+    threads = where.get("timed_threads")
+    if where.get("clock") == "cpu":
+        return ("each model on one thread, timed by that thread's CPU time (milliseconds of "
+                "work, which other processes' load does not stretch)")
+    on = f"on {threads} threads" if threads else "on every core"
+    return f"each model {on}, timed by the wall clock (figures move with the machine's load)"
 
 
 def _range_end_rows(report: dict[str, Any]) -> list[str]:

@@ -68,6 +68,12 @@ class Compare(Step):
         "iterations": {"type": "integer", "minimum": 0, "maximum": MAX_SAMPLES, "default": 20,
                        "description": "timed runs per model for latency (0: no timing)"},
         "warmup": {"type": "integer", "minimum": 0, "maximum": MAX_SAMPLES, "default": 3},
+        "threads": {"type": "integer", "minimum": 0, "maximum": 1024, "default": 1,
+                    "description": "threads each model is timed on (ONNX Runtime's intra-op "
+                    "and PyTorch's). 1: per-core figures, timed by the CPU time of the thread "
+                    "that runs the model, which other processes' load does not change; 0: "
+                    "every core, timed by the wall clock (figures move with the machine's "
+                    "load). Accuracy runs always use every core"},
         "provider": {"enum": ["cpu", "cuda", "tensorrt"], "default": "cpu",
                      "description": "ONNX Runtime's execution provider for ONNX candidates "
                      "(cuda, tensorrt: onnxruntime-gpu); latency is measured there"},

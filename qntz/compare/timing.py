@@ -6,16 +6,23 @@ round runs every model a few times in turn, the order rotated from round to roun
 hits all alike; a speedup is the median of the per-round ratios, reported with their
 spread, and a wide spread is said. The machine the figures come from is recorded beside
 them.
+
+On the CPU, each model runs on one thread and is timed by that thread's CPU time (the
+`cpu` clock): another process's load stretches the wall clock, not the work a call does,
+so a speedup measured beside a busy job is the one measured on a quiet machine. Work off
+the calling thread (a GPU, a thread pool) is timed by the wall clock. Timing phases of
+steps running side by side (`--jobs`) take turns, so one is never the other's load.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import threading
 import time
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -24,16 +31,27 @@ WIDE_SPREAD = 0.25  # (max - min) / median of the per-round ratios past which we
 MODEL_BUDGET_S = 5.0  # timed seconds per model, about (each round still runs it once)
 WARMUP_SHARE = 0.25  # of MODEL_BUDGET_S, past which warm-up stops (after one run)
 
+Clock = Literal["cpu", "wall"]  # the calling thread's CPU time, or the wall clock
+CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.thread_time, "wall": time.perf_counter}
+_TAKING_TURNS = threading.Lock()
+
 
 def interleaved(calls: dict[str, Callable[[], Any]], iterations: int, warmup: int,
-                budget_s: float = MODEL_BUDGET_S) -> dict[str, dict[str, Any]]:
-    """Per model: median and p90 of every timed run (ms), and each round's median.
+                budget_s: float = MODEL_BUDGET_S, clock: Clock = "wall"
+                ) -> dict[str, dict[str, Any]]:
+    """Per model: median and p90 of every timed run (ms on `clock`), and each round's median.
 
     A model too slow for `iterations` runs within `budget_s` (eager PyTorch on a large
     model on a CPU) runs fewer per round, at least one, in the same rounds."""
     if not iterations or not calls:
         return {}
-    warm_ms = {name: _warm_up(call, warmup, budget_s * WARMUP_SHARE)
+    with _TAKING_TURNS:
+        return _rounds(calls, iterations, warmup, budget_s, CLOCKS[clock])
+
+
+def _rounds(calls: dict[str, Callable[[], Any]], iterations: int, warmup: int,
+            budget_s: float, clock: Callable[[], float]) -> dict[str, dict[str, Any]]:
+    warm_ms = {name: _warm_up(call, warmup, budget_s * WARMUP_SHARE, clock)
                for name, call in calls.items()}
     rounds = min(ROUNDS, iterations)
     per_round = {name: _runs_per_round(iterations, rounds, warm_ms[name], budget_s)
@@ -43,7 +61,7 @@ def interleaved(calls: dict[str, Callable[[], Any]], iterations: int, warmup: in
     names = list(calls)
     for index in range(rounds):
         for name in names[index % len(names):] + names[:index % len(names)]:
-            times = [_once(calls[name]) for _ in range(per_round[name])]
+            times = [_once(calls[name], clock) for _ in range(per_round[name])]
             runs[name] += times
             medians[name].append(float(np.median(times)))
     return {name: {"median": float(np.median(runs[name])),
@@ -52,12 +70,13 @@ def interleaved(calls: dict[str, Callable[[], Any]], iterations: int, warmup: in
             for name in names}
 
 
-def _warm_up(call: Callable[[], Any], warmup: int, budget_s: float) -> float | None:
+def _warm_up(call: Callable[[], Any], warmup: int, budget_s: float,
+             clock: Callable[[], float]) -> float | None:
     """Run `call` up to `warmup` times, stopping once `budget_s` is spent; the last run's
     milliseconds (None without warm-up)."""
     last, spent = None, 0.0
     for _ in range(warmup):
-        last = _once(call)
+        last = _once(call, clock)
         spent += last / 1e3
         if spent >= budget_s:
             break
@@ -75,10 +94,10 @@ def _runs_per_round(iterations: int, rounds: int, warm_ms: float | None,
     return max(1, min(wanted, affordable))
 
 
-def _once(call: Callable[[], Any]) -> float:
-    start = time.perf_counter()
+def _once(call: Callable[[], Any], clock: Callable[[], float]) -> float:
+    start = clock()
     call()
-    return (time.perf_counter() - start) * 1e3
+    return (clock() - start) * 1e3
 
 
 def speedup(slow: dict[str, Any] | None, fast: dict[str, Any] | None

@@ -199,3 +199,20 @@ def seeded_torch(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+# -- torch's intra-op threads ---------------------------------------------------------------
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op thread count is `count` while held (0: left as it is), the caller's
+    put back after. Process-wide: a step running beside it in another thread shares it."""
+    torch = sys.modules.get("torch")  # a run that never imported torch has none to set
+    if not count or torch is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -14,6 +14,8 @@ PROVIDERS = {"cpu": ["CPUExecutionProvider"],
              "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider",
                           "CPUExecutionProvider"]}
 PROVIDER: ContextVar[str] = ContextVar("qntz_ort_provider", default="cpu")
+# intra-op threads of the sessions opened while set (compare's timing runs); 0: ORT's default
+THREADS: ContextVar[int] = ContextVar("qntz_ort_threads", default=0)
 
 
 def missing_provider(name: str) -> str | None:
@@ -34,7 +36,7 @@ def session(model: Path | bytes, threads: int = 0) -> Any:
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    if threads:
+    if threads := threads or THREADS.get():
         options.intra_op_num_threads = threads
     source = model if isinstance(model, bytes) else str(model)
     name = PROVIDER.get()
