@@ -296,7 +296,8 @@ def small_lock_written(path: Path) -> bool:
 
 
 def test_ctrl_c_stops_within_seconds_and_leaves_nothing_half_written(ws):
-    compares = "".join(f"\ncompare{i}: {{uses: compare, needs: [onnx, simplify]}}"
+    compares = "".join(f"\ncompare{i}: {{uses: compare, needs: [onnx, simplify], "
+                       "iterations: 10000}"  # a second or more each: time to interrupt
                        for i in range(6))
     path = ws.pipeline(pipeline_text("models.clean:SmallCNN", SMALL + compares))
     assert qntz(ws.root, "run", path).returncode == 0
